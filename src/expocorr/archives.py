@@ -1,0 +1,123 @@
+"""Safe extraction of zip and tar archives: no absolute paths, no `..`, no links out, no bombs."""
+
+from __future__ import annotations
+
+import lzma
+import os
+import shutil
+import stat
+import tarfile
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+from expocorr.errors import UserError
+from expocorr.atomic import atomic_dir
+
+
+class ArchiveError(UserError, ValueError):
+    """An archive that is refused or unreadable; the message names the archive and member."""
+
+
+def _check_name(archive: Path, name: str) -> None:
+    posix = PurePosixPath(name.replace("\\", "/"))
+    if posix.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise ArchiveError(f"{archive}: refused: member {name!r} has an absolute path")
+    if ".." in posix.parts:
+        raise ArchiveError(f"{archive}: refused: member {name!r} leaves the target folder ('..')")
+
+
+def _check_total(archive: Path, total: int, max_bytes: int) -> None:
+    if total > max_bytes:
+        raise ArchiveError(
+            f"{archive}: refused: declares {total} uncompressed bytes, more than "
+            f"data.max_archive_bytes = {max_bytes} (a decompression bomb?)"
+        )
+
+
+def _extract_zip(archive: Path, target: Path, max_bytes: int) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        members = zf.infolist()
+        for info in members:
+            _check_name(archive, info.filename)
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise ArchiveError(f"{archive}: refused: member {info.filename!r} is a symbolic link")
+        _check_total(archive, sum(i.file_size for i in members), max_bytes)
+        for info in members:
+            out = target / info.filename
+            if info.is_dir():
+                out.mkdir(parents=True, exist_ok=True)
+                continue
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def _extract_tar(archive: Path, target: Path, max_bytes: int) -> None:
+    with tarfile.open(archive) as tf:
+        members = tf.getmembers()
+        for m in members:
+            _check_name(archive, m.name)
+            if m.issym() or m.islnk():
+                link = PurePosixPath(m.name).parent / m.linkname if m.issym() else PurePosixPath(m.linkname)
+                if PurePosixPath(m.linkname).is_absolute() or ".." in _normalised(link).parts:
+                    raise ArchiveError(
+                        f"{archive}: refused: link {m.name!r} -> {m.linkname!r} points outside the target"
+                    )
+            elif not (m.isfile() or m.isdir()):
+                raise ArchiveError(f"{archive}: refused: member {m.name!r} is a device or fifo")
+        _check_total(archive, sum(m.size for m in members if m.isfile()), max_bytes)
+        tf.extractall(target, members=members, filter="data")
+    _check_links(archive, target)
+
+
+def _check_links(archive: Path, target: Path) -> None:
+    """Refuse symlinks that, now all are in place, resolve outside `target`.
+
+    The checks above are lexical and tarfile's "data" filter resolves a link when it is written; a
+    link can still escape through a link extracted after it (`p -> s/L/../../x`, then `s/L -> ..`).
+    """
+    root = os.path.realpath(target)
+    for dirpath, dirnames, filenames in os.walk(target):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path) and os.path.commonpath([root, os.path.realpath(path)]) != root:
+                member = Path(path).relative_to(target).as_posix()
+                raise ArchiveError(
+                    f"{archive}: refused: link {member!r} -> {os.readlink(path)!r} resolves outside the target"
+                )
+
+
+def _normalised(path: PurePosixPath) -> PurePosixPath:
+    parts: list[str] = []
+    for part in path.parts:
+        if part == "..":
+            if not parts:
+                return PurePosixPath("..")
+            parts.pop()
+        elif part != ".":
+            parts.append(part)
+    return PurePosixPath(*parts) if parts else PurePosixPath(".")
+
+
+def extract(archive: str | Path, target: str | Path, max_bytes: int) -> Path:
+    """Extract a zip or tar (any compression) into `target`, all or nothing.
+
+    Every member is checked before anything is written; a refused archive leaves `target` untouched.
+    """
+    archive, target = Path(archive), Path(target)
+    with atomic_dir(target) as tmp:
+        try:
+            if zipfile.is_zipfile(archive):
+                _extract_zip(archive, tmp, max_bytes)
+            elif tarfile.is_tarfile(archive):
+                _extract_tar(archive, tmp, max_bytes)
+            else:
+                raise ArchiveError(f"{archive}: not a zip or tar archive")
+        except tarfile.FilterError as exc:  # tarfile's own "data" filter: e.g. a link through another link
+            raise ArchiveError(f"{archive}: refused: member {exc.tarinfo.name!r}: {exc}") from None
+        except RuntimeError as exc:  # zipfile: encrypted members, methods Python lacks (Deflate64: NotImplementedError)
+            raise ArchiveError(f"{archive}: unsupported archive: {exc}") from None
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+            raise ArchiveError(f"{archive}: corrupt archive: {exc}") from None
+    return target

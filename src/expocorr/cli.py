@@ -1,0 +1,67 @@
+"""The `expocorr` command: one subcommand per pipeline stage."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import importlib
+
+from expocorr import params
+from expocorr.errors import UserError
+
+# Stage name -> (module with its `run` entry point, help). Modules are imported on use: torch and
+# MLflow load only for the stages that need them.
+STAGES = {
+    "download": ("expocorr.download", "gather source photos into data/downloads/"),
+    "render": ("expocorr.render", "synthesise exposure errors into data/rendered/"),
+    "split": ("expocorr.split", "split data/rendered/manifest.csv by scene into data/splits/"),
+    "train": ("expocorr.train", "train one model (--model NAME) into models/NAME/"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="expocorr", description=__doc__)
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for name, (_, help_text) in STAGES.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        p.add_argument("--log", metavar="FILE", help="also write the log to FILE")
+        if name == "train":
+            p.add_argument("--model", required=True, help="a name from train.models")
+    return parser
+
+
+def _setup_logging(log_file: str | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file and os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 writes the log file
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.log)
+    try:
+        loaded = params.load(args.params)
+        stage = importlib.import_module(STAGES[args.stage][0])
+        if args.stage == "train":
+            stage.relaunch_distributed(loaded, sys.argv[1:] if argv is None else argv)
+            stage.run(loaded, args.model)
+        else:
+            stage.run(loaded)
+    except (UserError, FileNotFoundError) as exc:
+        logging.getLogger("expocorr").error("%s failed: %s", args.stage, exc)
+        return 1
+    except Exception:
+        logging.getLogger("expocorr").exception("%s failed with an unexpected error", args.stage)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""MSEC: multi-scale photo exposure correction (Afifi, Derpanis, Ommer, Brown, CVPR 2021).
+
+The input is split into an n-level Laplacian pyramid (5-tap binomial filter, Burt & Adelson);
+level 1 is the finest detail band and level n the coarse Gaussian residual. One U-Net per level
+works coarse to fine. With ``up_l`` a learned 2×2 stride-2 transposed convolution (3 -> 3 channels,
+one per level l = 2..n) and ``S_l`` the U-Net of level l:
+
+    Y_n = S_n(G_n)                                  coarsest level: colour/brightness, no skip
+    U_l = up_l(Y_l)                                 l = n..2, at the resolution of level l-1
+    Y_l = S_l(L_l + U_{l+1}) + U_{l+1}              l = n-1..1: the detail band plus the
+                                                    upsampled coarser result, refined residually
+    output = Y_1                                    clamped to [0, 1] only in ``forward``'s return
+
+This is the wiring of the authors' MATLAB code (``create_generator.m``, ``addSubNet.m``): the
+residual skip of level l adds the upsampled coarser result ``U_{l+1}`` (not the whole sub-net
+input, so a sub-net has to pass the Laplacian detail on itself), and the coarsest sub-net has no
+skip. Each U-Net is MATLAB's ``unetLayers`` as the authors edit it: per encoder stage two 3×3
+conv + LeakyReLU(0.2) then 2×2 max-pool, filters doubling per stage; a bridge of two convs; per
+decoder stage a 2×2 stride-2 transposed conv + ReLU, concatenation with the encoder skip and two
+3×3 conv + LeakyReLU(0.2); a final 1×1 conv to 3 channels; no dropout, no normalisation.
+Paper scale (``PAPER_ARCH``): the coarsest U-Net has 4 encoder stages and 24 first-stage
+filters, levels 3 and 2 have 3 stages and 24 filters, the finest level 3 stages and 16 filters:
+7,015,449 generator parameters (the paper: "~7M").
+
+Loss (``loss``), images in [0, 1], every sum normalised by the element count 3·H·W·B of the
+output so the paper's relative weights are kept exactly:
+
+    rec = Σ |Y_1 − T| / (3HWB)                               (= mean L1)
+    pyr = Σ_{l=2..n} 2^(l−2) · Σ |U_l − T_l| / (3HWB)        T_l = expand(G_l(T)): the target's
+                                                             Gaussian level l, upsampled by the
+                                                             pyramid filter to level l−1's size
+    adv = adv_weight · mean(−log σ(D(clamp(Y_1))))           non-saturating GAN term, only when
+                                                             epoch >= adv_start_epoch (else 0)
+    total = rec + pyr + adv
+
+Levels count from the finest (l = 1) to the coarsest (l = n); in sums, the coarsest level
+weighs most (2^(n−2)); per pixel of its own resolution, level l weighs 2^(l−2)/4^(l−2) = 2^−(l−2)
+(1, 1/2, 1/4 for n = 4), since its band has 4^(l−2) times fewer pixels than U_2.
+The authors' code sums absolute errors of 0–255 images and scales the adversarial term by
+W = 3·h·w·n (``final_Loss.m``); in the units above that is ``adv_weight = n / 255``.
+
+Discriminator (``createDiscriminator.m``): the image is resized to ``d_size``² (bilinear,
+antialiased; the authors resize to 256²), then log2(d_size) − 1 blocks of 4×4 stride-2 conv +
+LeakyReLU(0.01) (batch norm in the second block only), filters 8·2^(i−1) capped at 128 (256 in the
+last block), and a 2×2 stride-2 conv to one logit. Its loss (``d_loss``) is the BCE
+−log σ(D(T)) − log σ(−D(Y)) on the target and the detached, clamped output. Two departures from
+the authors' code: there the generated image reaches D through ``extractdata`` and a uint8 cast,
+so their adversarial term sends no gradient to the generator; here it does (the paper's loss).
+And their random flips of D's inputs are left out (no hidden randomness in the loss).
+
+Any H×W: reflect-padded (bottom/right) to a multiple of max_l 2^(l−1+depth_l) (128 at paper scale,
+64 for the defaults) and cropped back; the pyramid loss is taken on the un-padded region.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from expocorr.models.registry import register
+
+# Paper scale. adv_start_epoch: the authors train 40 epochs at 128 px without the discriminator,
+# 30 at 256 px with it from the 16th of those on (0-based cumulative epoch 55), then 20 at 512 px
+# (where their code pauses it again for 5 epochs, which `epoch >= adv_start_epoch` does not model).
+PAPER_ARCH = {
+    "levels": 4,
+    "channels": [16, 24, 24, 24],  # first-stage filters per U-Net, finest level first
+    "depths": [3, 3, 3, 4],  # encoder stages per U-Net, finest level first
+    "d_size": 256,
+    "d_channels": 8,
+    "adv_weight": 4 / 255,
+    "adv_start_epoch": 55,
+}
+# Trainer concerns, from the authors' main_training.m / train_network.m (for the lead to wire):
+# patch size from each (0-based) epoch on; mini-batch 32 / 8 / 4; Adam(0.9, 0.999), lr 1e-4 for
+# the generator and 1e-5 for the discriminator, halved every 20 / 10 / 5 epochs of each stage;
+# random horizontal flips.
+PATCH_CURRICULUM = {0: 128, 40: 256, 70: 512}
+
+BINOMIAL_5 = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
+
+
+# --- Laplacian pyramid ------------------------------------------------------------------------
+
+
+def _check_image(x: Tensor, name: str = "x") -> None:
+    if x.dim() != 4:
+        raise ValueError(f"{name}: expected a B×C×H×W tensor, got shape {tuple(x.shape)}")
+
+
+def _blur(x: Tensor, pad_mode: str) -> Tensor:
+    """Separable 5×5 binomial filter per channel; `pad_mode` 'symmetric' (edge repeated) or 'zeros'."""
+    k1 = torch.tensor(BINOMIAL_5, dtype=x.dtype, device=x.device)
+    kernel = (k1[:, None] * k1[None, :]).expand(x.shape[1], 1, 5, 5)
+    if pad_mode == "zeros":
+        return F.conv2d(x, kernel, padding=2, groups=x.shape[1])
+    if min(x.shape[-2:]) < 2:
+        x = F.pad(x, (2, 2, 2, 2), mode="replicate")
+    else:  # MATLAB's 'symmetric': x1 x0 | x0 x1 ... xn-1 | xn-1 xn-2
+        x = torch.cat([x[..., :2].flip(-1), x, x[..., -2:].flip(-1)], dim=-1)
+        x = torch.cat([x[..., :2, :].flip(-2), x, x[..., -2:, :].flip(-2)], dim=-2)
+    return F.conv2d(x, kernel, groups=x.shape[1])
+
+
+def pyr_down(x: Tensor) -> Tensor:
+    """Blur and keep every other pixel: H×W -> ceil(H/2)×ceil(W/2)."""
+    return _blur(x, "symmetric")[..., ::2, ::2]
+
+
+def pyr_up(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Expand to `size` (at most twice x's size): zero-insertion, 4× the binomial filter, crop."""
+    h, w = size
+    if not (2 * x.shape[-2] - 1 <= h <= 2 * x.shape[-2] and 2 * x.shape[-1] - 1 <= w <= 2 * x.shape[-1]):
+        raise ValueError(f"pyr_up: cannot expand {tuple(x.shape[-2:])} to {size}")
+    x = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    up = x.new_zeros(*x.shape[:2], 2 * x.shape[-2], 2 * x.shape[-1])
+    up[..., ::2, ::2] = 4 * x
+    return _blur(up, "zeros")[..., 2 : 2 + h, 2 : 2 + w]
+
+
+def gaussian_pyramid(x: Tensor, levels: int) -> list[Tensor]:
+    """[G_1 = x, G_2, ..., G_levels], each half the size of the one before (rounded up)."""
+    _check_image(x)
+    if levels < 1:
+        raise ValueError(f"levels must be >= 1, got {levels}")
+    pyramid = [x]
+    for _ in range(levels - 1):
+        pyramid.append(pyr_down(pyramid[-1]))
+    return pyramid
+
+
+def laplacian_pyramid(x: Tensor, levels: int) -> list[Tensor]:
+    """[L_1, ..., L_{levels-1}, G_levels]: detail bands finest first, then the Gaussian residual."""
+    g = gaussian_pyramid(x, levels)
+    return [g[i] - pyr_up(g[i + 1], g[i].shape[-2:]) for i in range(levels - 1)] + [g[-1]]
+
+
+def reconstruct(pyramid: list[Tensor]) -> Tensor:
+    """Inverse of `laplacian_pyramid`: expand the residual and add the bands, coarse to fine."""
+    x = pyramid[-1]
+    for band in reversed(pyramid[:-1]):
+        x = band + pyr_up(x, band.shape[-2:])
+    return x
+
+
+# --- networks ---------------------------------------------------------------------------------
+
+
+def _conv_pair(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(c_out, c_out, 3, padding=1),
+        nn.LeakyReLU(0.2),
+    )
+
+
+class UNet(nn.Module):
+    """MATLAB ``unetLayers`` as the authors edit it (see the module docstring); 3 -> 3 channels."""
+
+    def __init__(self, channels: int, depth: int):
+        super().__init__()
+        widths = [channels * 2**i for i in range(depth + 1)]
+        self.encoder = nn.ModuleList(_conv_pair(3 if i == 0 else widths[i - 1], widths[i]) for i in range(depth))
+        self.bridge = _conv_pair(widths[depth - 1], widths[depth])
+        self.up = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(depth))
+        self.decoder = nn.ModuleList(_conv_pair(2 * widths[i], widths[i]) for i in range(depth))
+        self.final = nn.Conv2d(widths[0], 3, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        skips = []
+        for stage in self.encoder:
+            x = stage(x)
+            skips.append(x)
+            x = F.max_pool2d(x, 2)
+        x = self.bridge(x)
+        for i in reversed(range(len(self.decoder))):
+            x = self.decoder[i](torch.cat([F.relu(self.up[i](x)), skips[i]], dim=1))
+        return self.final(x)
+
+
+class Discriminator(nn.Module):
+    """Global image discriminator: resize to size², stride-2 4×4 convs down to 2×2, one logit."""
+
+    def __init__(self, size: int, channels: int):
+        super().__init__()
+        self.size = size
+        blocks = int(math.log2(size)) - 1
+        layers: list[nn.Module] = []
+        c_in = 3
+        for i in range(1, blocks + 1):
+            c_out = min(channels * 2 ** (i - 1), channels * (32 if i == blocks else 16))
+            layers.append(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1))
+            if i == 2:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(nn.LeakyReLU(0.01))
+            c_in = c_out
+        layers.append(nn.Conv2d(c_in, 1, 2, stride=2))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        return self.layers(x).flatten()
+
+
+@contextmanager
+def _frozen(module: nn.Module):
+    """Build graph through `module` without its parameters collecting gradients."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+def _pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Reflect-pad bottom and right up to a multiple (repeatedly when the pad exceeds the image)."""
+    for dim in (-2, -1):
+        missing = -x.shape[dim] % multiple
+        while missing > 0:
+            step = missing if x.shape[dim] == 1 else min(missing, x.shape[dim] - 1)
+            pad = (0, step, 0, 0) if dim == -1 else (0, 0, 0, step)
+            x = F.pad(x, pad, mode="replicate" if x.shape[dim] == 1 else "reflect")
+            missing -= step
+    return x
+
+
+def _positive_ints(name: str, value, n: int) -> list[int]:
+    if not isinstance(value, (list, tuple)) or len(value) != n:
+        raise ValueError(f"{name} must be a list of {n} integers (one per level), got {value!r}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+        raise ValueError(f"{name} must hold integers >= 1, got {value!r}")
+    return list(value)
+
+
+@register("msec")
+class MSEC(nn.Module):
+    """Laplacian-pyramid coarse-to-fine exposure correction (see the module docstring)."""
+
+    paired = True
+
+    def __init__(
+        self,
+        levels: int = 4,
+        channels: list[int] | tuple[int, ...] = (8, 12, 12, 12),
+        depths: list[int] | tuple[int, ...] = (2, 2, 2, 3),
+        d_size: int = 64,
+        d_channels: int = 8,
+        adv_weight: float = 4 / 255,
+        adv_start_epoch: int = 2,
+    ):
+        super().__init__()
+        if not isinstance(levels, int) or isinstance(levels, bool) or levels < 2:
+            raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
+        channels = _positive_ints("channels", channels, levels)
+        depths = _positive_ints("depths", depths, levels)
+        if not isinstance(d_size, int) or d_size < 8 or d_size & (d_size - 1):
+            raise ValueError(f"d_size must be a power of two >= 8, got {d_size!r}")
+        if not isinstance(d_channels, int) or isinstance(d_channels, bool) or d_channels < 1:
+            raise ValueError(f"d_channels must be an integer >= 1, got {d_channels!r}")
+        if not isinstance(adv_weight, (int, float)) or isinstance(adv_weight, bool) or not adv_weight >= 0:
+            raise ValueError(f"adv_weight must be a number >= 0, got {adv_weight!r}")
+        if not isinstance(adv_start_epoch, int) or isinstance(adv_start_epoch, bool) or adv_start_epoch < 0:
+            raise ValueError(f"adv_start_epoch must be an integer >= 0, got {adv_start_epoch!r}")
+        self.levels = levels
+        self.adv_weight = float(adv_weight)
+        self.adv_start_epoch = adv_start_epoch
+        # Level l (1-based) runs at 1/2^(l-1) scale through a U-Net that halves depth_l times.
+        self.multiple = max(2 ** (level + depth) for level, depth in enumerate(depths))
+        self.subnets = nn.ModuleList(UNet(c, d) for c, d in zip(channels, depths))  # finest first
+        # upsamplers[k] lifts the output of level k+2 to the resolution of level k+1.
+        self.upsamplers = nn.ModuleList(nn.ConvTranspose2d(3, 3, 2, stride=2) for _ in range(levels - 1))
+        self.discriminator = Discriminator(d_size, d_channels)
+        self._last: tuple[Tensor, Tensor, list[Tensor]] | None = None
+
+    def generate(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Unclamped output Y_1 and the upsampled level outputs [U_2, ..., U_n], cropped to x's extent."""
+        _check_image(x)
+        if x.shape[1] != 3:
+            raise ValueError(f"msec: expected 3 channels, got shape {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        pyramid = laplacian_pyramid(_pad_to_multiple(x, self.multiple), self.levels)
+        y = self.subnets[-1](pyramid[-1])
+        ups = []
+        for k in reversed(range(self.levels - 1)):
+            u = self.upsamplers[k](y)
+            ups.append(u[..., : -(-h // 2**k), : -(-w // 2**k)])
+            y = self.subnets[k](pyramid[k] + u) + u
+        return y[..., :h, :w], ups[::-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        y, ups = self.generate(x)
+        out = y.clamp(0, 1)
+        # In training, kept for `loss` on this very output (saves a second pass); `loss` drops it.
+        self._last = (out, y, ups) if self.training and torch.is_grad_enabled() else None
+        return out
+
+    def adversarial_on(self, epoch: int) -> bool:
+        """Whether the GAN terms are on at `epoch` (``epoch >= adv_start_epoch``)."""
+        return self.adv_weight > 0 and epoch >= self.adv_start_epoch
+
+    def loss(self, batch: dict, out: Tensor, epoch: int) -> dict[str, Tensor]:
+        target = batch["target"]
+        if self._last is not None and self._last[0] is out:
+            _, y, ups = self._last
+        else:
+            y, ups = self.generate(batch["input"])
+        self._last = None
+        n_elements = target.numel()
+        rec = (y - target).abs().sum() / n_elements
+        gauss = gaussian_pyramid(_pad_to_multiple(target, self.multiple), self.levels)
+        pyr = y.new_zeros(())
+        for k, u in enumerate(ups):  # u = U_l with l = k + 2, at the resolution of level k + 1
+            t = pyr_up(gauss[k + 1], gauss[k].shape[-2:])[..., : u.shape[-2], : u.shape[-1]]
+            pyr = pyr + 2**k * (u - t).abs().sum() / n_elements
+        adv = y.new_zeros(())
+        if self.adversarial_on(epoch):
+            with _frozen(self.discriminator) as d:
+                adv = self.adv_weight * F.softplus(-d(y.clamp(0, 1))).mean()
+        return {"rec": rec, "pyr": pyr, "adv": adv, "total": rec + pyr + adv}
+
+    def d_loss(self, batch: dict, out: Tensor, epoch: int) -> dict[str, Tensor] | None:
+        if not self.adversarial_on(epoch):
+            return None
+        real = F.softplus(-self.discriminator(batch["target"])).mean()
+        fake = F.softplus(self.discriminator(out.detach())).mean()
+        return {"real": real, "fake": fake, "total": real + fake}

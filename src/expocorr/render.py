@@ -1,0 +1,212 @@
+"""Stage `render`: exposure-error inputs and their references -> data/rendered/ (images/, manifest.csv).
+
+sRGB photos are re-exposed in linear light (decode the camera curve, scale by 2**EV, clip
+highlights, re-encode); raw files are developed by LibRaw at each EV with `exp_shift` (tau and
+noise applied the same way);
+MSEC inputs and expert references are indexed as given (resized when `render.max_side` is set).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import zlib
+from pathlib import Path
+
+import numpy as np
+import rawpy
+from tqdm import tqdm
+
+from expocorr import download
+from expocorr.atomic import atomic_dir
+from expocorr.errors import UserError
+from expocorr.images import ImageError, read_rgb, resize_max_side, write_rgb
+from expocorr.tables import read_csv, write_csv
+
+log = logging.getLogger(__name__)
+
+OUT = Path("data/rendered")
+IMAGES = OUT / "images"
+MANIFEST = OUT / "manifest.csv"
+REFERENCE_COLUMNS = ["reference"] + [f"reference_expert_{e}" for e in download.MSEC_EXPERTS]
+LIBRAW_EXP_SHIFT = (0.25, 8.0)  # the range LibRaw accepts for exp_shift (-2 .. +3 EV)
+
+
+def srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    """IEC 61966-2-1 sRGB decoding of values in [0, 1] (clipped to that range first)."""
+    x = np.clip(x, 0.0, 1.0)
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(x: np.ndarray) -> np.ndarray:
+    """IEC 61966-2-1 sRGB encoding of linear values in [0, 1]."""
+    x = np.clip(x, 0.0, 1.0)
+    return np.where(x <= 0.0031308, x * 12.92, 1.055 * np.power(x, 1 / 2.4) - 0.055)
+
+
+def decode_curve(x: np.ndarray, curve: str, gamma: float) -> np.ndarray:
+    """Camera-curve values in [0, 1] -> linear light."""
+    return srgb_to_linear(x) if curve == "srgb" else np.power(np.clip(x, 0, 1), gamma)
+
+
+def encode_curve(x: np.ndarray, curve: str, gamma: float) -> np.ndarray:
+    """Linear light -> camera-curve values in [0, 1]."""
+    return linear_to_srgb(x) if curve == "srgb" else np.power(np.clip(x, 0, 1), 1 / gamma)
+
+
+def expose(linear: np.ndarray, ev: float, tau: float) -> np.ndarray:
+    """Scale linear light by 2**ev; for ev > 0 clip highlights at tau and rescale to [0, 1]."""
+    x = linear * 2.0**ev
+    if ev > 0 and tau < 1:
+        x = np.minimum(x, tau) / tau
+    return np.clip(x, 0.0, 1.0)
+
+
+def add_noise(linear: np.ndarray, shot: float, read: float, rng: np.random.Generator) -> np.ndarray:
+    """Signal-dependent (shot) plus Gaussian (read) noise in linear light, clipped to [0, 1]."""
+    if shot == 0 and read == 0:
+        return linear
+    std = np.sqrt(shot * linear + read**2)
+    return np.clip(linear + std * rng.standard_normal(linear.shape), 0.0, 1.0)
+
+
+def render_evs(rgb: np.ndarray, scene: str, r: dict) -> dict[float, np.ndarray]:
+    """Exposure-error renders of one sRGB photo (float RGB in [0, 1]) at every EV of `r` = params['render']."""
+    linear = decode_curve(rgb.astype(np.float64), r["curve"], r["gamma"])
+    out = {}
+    for i, ev in enumerate(r["evs"]):
+        rng = np.random.default_rng([r["seed"], zlib.crc32(scene.encode()), i])
+        x = add_noise(expose(linear, ev, r["tau"]), r["noise"]["shot"], r["noise"]["read"], rng)
+        out[ev] = encode_curve(x, r["curve"], r["gamma"])
+    return out
+
+
+def raw_exp_shift(ev: float, tau: float = 1.0) -> float:
+    """LibRaw's linear exp_shift for an EV; for ev > 0 and tau < 1 the highlights clip at tau and rescale
+    (min(x * 2**ev, tau) / tau == min(x * 2**ev / tau, 1)), as `expose` does for sRGB photos."""
+    return 2.0**ev / tau if ev > 0 and tau < 1 else 2.0**ev
+
+
+def develop_raw(path: Path, evs: list[float], half_size: bool, tau: float = 1.0) -> dict[float, np.ndarray]:
+    """LibRaw renders at each EV (exp_shift, camera white balance, no auto-brightening, sRGB), plus EV 0."""
+    try:
+        with rawpy.imread(str(path)) as raw:
+            return {
+                ev: raw.postprocess(
+                    exp_shift=raw_exp_shift(ev, tau), exp_preserve_highlights=0.0, no_auto_bright=True,
+                    use_camera_wb=True, output_color=rawpy.ColorSpace.sRGB, gamma=(2.4, 12.92), output_bps=16,
+                    half_size=half_size,
+                ).astype(np.float32) / 65535.0
+                for ev in sorted(set(evs) | {0.0})
+            }
+    except (rawpy.LibRawError, OSError, ValueError) as exc:
+        raise ImageError(f"{path}: LibRaw cannot develop it: {exc}") from None
+
+
+def ev_name(ev: float) -> str:
+    """File stem for an EV render, e.g. ev-1.5, ev+0.0; distinct EVs get distinct names (ev+0.25)."""
+    ev = float(ev) + 0.0  # -0.0 -> 0.0
+    return f"ev{ev:+.1f}" if round(ev, 1) == ev else f"ev{ev:+}"
+
+
+def _render_srgb(row: dict, folder: Path, r: dict) -> list[dict]:
+    reference = resize_max_side(read_rgb(row["path"]), r["max_side"])
+    write_rgb(folder / "reference.png", reference)
+    # Re-read the reference as saved so EV 0 reproduces it exactly (same 8-bit quantisation).
+    reference = read_rgb(folder / "reference.png")
+    rows = []
+    for ev, image in render_evs(reference, row["scene"], r).items():
+        write_rgb(folder / f"{ev_name(ev)}.png", image)
+        rows.append({"ev": ev, "input": folder / f"{ev_name(ev)}.png", "reference": folder / "reference.png"})
+    return rows
+
+
+class RenderError(UserError, ValueError):
+    """Params the render stage cannot honour for this source; the message names the key."""
+
+
+def _check_raw_evs(evs: list[float], tau: float = 1.0) -> None:
+    lo, hi = LIBRAW_EXP_SHIFT
+    bad = [ev for ev in evs if not lo <= 2.0**ev <= hi]
+    if bad:
+        raise RenderError(f"render.evs: {bad} outside the range LibRaw can render for raw files (-2 .. +3 EV)")
+    bad = [ev for ev in evs if not lo <= raw_exp_shift(ev, tau) <= hi]
+    if bad:
+        raise RenderError(
+            f"render.tau: {tau} with render.evs {bad} needs a LibRaw exp_shift above {hi:g} (+3 EV) for raw files; "
+            "raise render.tau or lower those EVs"
+        )
+
+
+def _render_raw(row: dict, folder: Path, r: dict) -> list[dict]:
+    developed = develop_raw(Path(row["path"]), r["evs"], r["raw"]["half_size"], r["tau"])
+    renders = {ev: resize_max_side(image, r["max_side"]) for ev, image in developed.items()}
+    write_rgb(folder / "reference.png", renders[0.0])
+    rows = []
+    for i, ev in enumerate(r["evs"]):
+        image = renders[ev]
+        if r["noise"]["shot"] or r["noise"]["read"]:  # same noise model and seeding as sRGB photos
+            rng = np.random.default_rng([r["seed"], zlib.crc32(row["scene"].encode()), i])
+            linear = add_noise(srgb_to_linear(image.astype(np.float64)), r["noise"]["shot"], r["noise"]["read"], rng)
+            image = linear_to_srgb(linear)
+        write_rgb(folder / f"{ev_name(ev)}.png", image)
+        rows.append({"ev": ev, "input": folder / f"{ev_name(ev)}.png", "reference": folder / "reference.png"})
+    return rows
+
+
+def _render_msec(row: dict, folder: Path, r: dict) -> list[dict]:
+    ev = float(row["ev"])
+    out = {"ev": ev, "split": row["split"]}
+    out["input"] = folder / f"{ev_name(ev)}.png"
+    write_rgb(out["input"], resize_max_side(read_rgb(row["path"]), r["max_side"]))
+    for column in REFERENCE_COLUMNS:
+        if row.get(column):
+            target = folder / f"{column}.png"
+            if not target.exists():  # shared by the five EVs of a scene
+                write_rgb(target, resize_max_side(read_rgb(row[column]), r["max_side"]))
+            out[column] = target
+    return [out]
+
+
+RENDERERS = {"srgb": _render_srgb, "raw": _render_raw, "msec": _render_msec}
+
+
+def run(params: dict) -> None:
+    """Render every photo of data/downloads/index.csv at every EV into data/rendered/."""
+    r = dict(params["render"], evs=[float(ev) + 0.0 for ev in params["render"]["evs"]])  # -0.0 -> 0.0
+    index = read_csv(download.INDEX)
+    if any(row["kind"] == "raw" for row in index):
+        _check_raw_evs(r["evs"], r["tau"])
+    rows: list[dict] = []
+    failed = 0
+    done: set[str] = set()
+    with atomic_dir(IMAGES) as tmp:
+        for row in tqdm(index, desc="render", unit="photo", disable=None):
+            folder = tmp / row["scene"]
+            if row["kind"] != "msec":  # one photo per scene: a repeat would overwrite the first one's files
+                if row["scene"] in done:
+                    log.warning("skipped %s: scene %r already rendered from another file", row["path"], row["scene"])
+                    failed += 1
+                    continue
+                done.add(row["scene"])
+            folder.mkdir(exist_ok=True)
+            try:
+                rendered = RENDERERS[row["kind"]](row, folder, r)
+            except ImageError as exc:
+                log.warning("skipped %s", exc)
+                failed += 1
+                if row["kind"] != "msec":
+                    done.discard(row["scene"])  # another file of the scene may still render
+                    shutil.rmtree(folder)  # no half-rendered scene left in images/
+                elif not any(folder.iterdir()):
+                    folder.rmdir()
+                continue
+            for out in rendered:
+                out.update(scene=row["scene"], source=row["kind"])
+                rows.append({k: IMAGES / v.relative_to(tmp) if isinstance(v, Path) else v for k, v in out.items()})
+        if not rows:
+            raise ImageError(f"{download.INDEX}: none of its {len(index)} photos could be rendered")
+    columns = ["scene", "ev", "input"] + [c for c in REFERENCE_COLUMNS if any(c in row for row in rows)]
+    columns += ["source"] + (["split"] if any("split" in row for row in rows) else [])
+    write_csv(MANIFEST, rows, columns)
+    log.info("render: %d inputs from %d photos (%d failed)", len(rows), len(index) - failed, failed)

@@ -1,0 +1,470 @@
+"""Stage `train`: fit one registered model on data/splits/ -> models/NAME/{model.pt,train_log.csv,mlflow_run.json}.
+
+Reads only ``train.common`` and ``train.NAME``. Checkpoints atomically every epoch and resumes
+from the last checkpoint after an interruption when the params and splits are unchanged, ending
+with exactly the weights an uninterrupted run would have (CPU). Under ``torchrun``
+(WORLD_SIZE > 1) it trains with DistributedDataParallel; only rank 0 writes files and logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from copy import deepcopy
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
+
+import expocorr
+from expocorr.errors import UserError
+from expocorr import models, split, tracking
+from expocorr.atomic import atomic_path, write_text
+from expocorr.images import read_rgb, to_uint8
+from expocorr.metrics import psnr, ssim
+from expocorr.tables import read_csv, write_csv
+
+log = logging.getLogger(__name__)
+
+OUT = Path("models")
+PIP_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", f"expocorr=={expocorr.__version__}"]
+
+
+class TrainError(UserError, RuntimeError):
+    """Training cannot go on; the message names the model (and epoch)."""
+
+
+def outputs(name: str) -> dict[str, Path]:
+    """The declared outputs of `expocorr train --model name`."""
+    folder = OUT / name
+    return {"model": folder / "model.pt", "log": folder / "train_log.csv", "run": folder / "mlflow_run.json"}
+
+
+def checkpoint_path(name: str) -> Path:
+    """Resumption state (not a stage output; removed once training has finished)."""
+    return OUT / name / "checkpoint" / "last.pt"
+
+
+# ---------------------------------------------------------------- devices and processes
+
+
+def pick_device(requested: str, local_rank: int = 0) -> torch.device:
+    """`auto` picks cuda > mps > cpu; under torchrun each rank takes cuda:LOCAL_RANK."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(requested)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainError(f"train.common.device: {requested!r} asked for but CUDA is not available")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+class Dist:
+    """This process's place in a torchrun job (world of one when not distributed)."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def init(self, device: torch.device) -> None:
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    def broadcast(self, value: float) -> float:
+        """Rank 0's value on every rank."""
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.broadcast(t, src=0)
+        return float(t.item())
+
+    def average_grads(self, module: nn.Module) -> None:
+        """All-reduce gradients of a module that DDP does not wrap (the discriminator)."""
+        if self.world == 1:
+            return
+        for p in module.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad /= self.world
+
+    def close(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------- data
+
+
+def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+
+
+class PatchDataset(Dataset):
+    """`samples` random patches per epoch from the split's rows, reproducible from (seed, epoch, index).
+
+    Item i uses row i mod len(rows); its crop and flip come from its own generator, so the batches of
+    an epoch do not depend on worker processes, ranks or where a previous run stopped.
+    """
+
+    def __init__(self, rows: list[dict], curriculum: dict[int, int], samples: int, seed: int, paired: bool) -> None:
+        self.rows, self.curriculum, self.samples, self.seed, self.paired = rows, curriculum, samples, seed, paired
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (its crops, and its patch size from the curriculum)."""
+        self.epoch = epoch
+        self.patch = self.curriculum[max(e for e in self.curriculum if e <= epoch)]
+
+    def __len__(self) -> int:
+        return self.samples
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        row = self.rows[i % len(self.rows)]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        images = [read_rgb(row["input"])] + ([read_rgb(row["reference"])] if self.paired else [])
+        h, w = images[0].shape[:2]
+        ph, pw = max(0, self.patch - h), max(0, self.patch - w)
+        if ph or pw:  # smaller than a patch: mirror-pad
+            images = [np.pad(im, ((0, ph), (0, pw), (0, 0)), mode="reflect") for im in images]
+            h, w = images[0].shape[:2]
+        y, x = int(rng.integers(0, h - self.patch + 1)), int(rng.integers(0, w - self.patch + 1))
+        flip = bool(rng.integers(0, 2))
+        crops = [im[y : y + self.patch, x : x + self.patch] for im in images]
+        if flip:
+            crops = [c[:, ::-1] for c in crops]
+        item = {"input": _to_tensor(crops[0])}
+        if self.paired:
+            item["target"] = _to_tensor(crops[1])
+        return item
+
+
+def _rows(split_name: str) -> list[dict]:
+    path = split.OUT / f"{split_name}.csv"
+    rows = read_csv(path)
+    if not rows:
+        raise TrainError(f"{path}: the {split_name} split is empty (add photos or change split.fractions)")
+    return rows
+
+
+def _digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- validation
+
+
+@torch.no_grad()
+def predict(model: nn.Module, rgb: np.ndarray, device: torch.device) -> np.ndarray:
+    """Run `model` on one float RGB image (H×W×3 in [0, 1]) and return the same."""
+    x = _to_tensor(rgb.astype(np.float32)).unsqueeze(0).to(device)
+    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=device.type == "cuda"):
+        y = model(x)
+    return y.float().clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+
+
+def validate(model: nn.Module, rows: list[dict], device: torch.device) -> dict[str, float]:
+    """Mean PSNR/SSIM of the model and of the identity (input as output) on full val images.
+
+    Pairs whose input already equals the reference (a synthetic EV 0 render) are left out: the
+    identity's PSNR on them is infinite and would swamp every average.
+    """
+    model.eval()
+    scores = {"val_psnr": [], "val_ssim": [], "val_psnr_identity": [], "val_ssim_identity": []}
+    for row in rows:
+        image, reference = read_rgb(row["input"]), to_uint8(read_rgb(row["reference"]))
+        if np.array_equal(to_uint8(image), reference):
+            continue
+        output = to_uint8(predict(model, image, device))
+        scores["val_psnr"].append(psnr(output, reference))
+        scores["val_ssim"].append(ssim(output, reference))
+        scores["val_psnr_identity"].append(psnr(to_uint8(image), reference))
+        scores["val_ssim_identity"].append(ssim(to_uint8(image), reference))
+    if not scores["val_psnr"]:
+        raise TrainError(f"{split.OUT / 'val.csv'}: no validation pair whose input differs from its reference")
+    return {k: float(np.mean(v)) for k, v in scores.items()}
+
+
+def sample_grid(model: nn.Module, rows: list[dict], device: torch.device, n: int = 3, side: int = 128) -> np.ndarray:
+    """Input | output | reference for the first `n` val rows, each resized to `side` px high (uint8)."""
+    import cv2
+
+    lines = []
+    for row in rows[:n]:
+        image, reference = read_rgb(row["input"]), read_rgb(row["reference"])
+        tiles = [image, predict(model, image, device), reference]
+        w = max(1, round(side * image.shape[1] / image.shape[0]))
+        lines.append(np.concatenate([cv2.resize(t, (w, side), interpolation=cv2.INTER_AREA) for t in tiles], 1))
+    width = max(line.shape[1] for line in lines)
+    lines = [np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0))) for line in lines]
+    return to_uint8(np.concatenate(lines, 0))
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_checkpoint(path: Path, fingerprint: str, name: str) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged checkpoint is not fatal: start fresh
+        log.warning("train %s: ignoring unreadable checkpoint %s (%s)", name, path, exc)
+        return None
+    if state.get("fingerprint") != fingerprint:
+        log.info("train %s: params or splits changed since %s was written: starting fresh", name, path)
+        return None
+    return state
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def _seed(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _optimizer(parameters, cfg: dict) -> torch.optim.Optimizer:
+    return torch.optim.Adam(parameters, lr=cfg["lr"], betas=tuple(cfg["betas"]), weight_decay=cfg["weight_decay"])
+
+
+def run(params: dict, name: str) -> None:
+    """Train model `name` (one of `train.models`) and write its outputs."""
+    if name not in params["train"]["models"]:
+        raise TrainError(f"--model {name}: not in train.models ({', '.join(params['train']['models'])})")
+    proc = Dist()
+    try:
+        _train(params, name, proc)
+    finally:
+        proc.close()
+
+
+def _train(params: dict, name: str, proc: Dist) -> None:
+    common, cfg = params["train"]["common"], params["train"][name]
+    device = pick_device(common["device"], proc.local_rank)
+    proc.init(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    _seed(common["seed"])
+    try:
+        model = models.build(name, cfg["arch"]).to(device)
+    except (TypeError, ValueError) as exc:
+        raise TrainError(f"train.{name}.arch: {exc}") from None
+    if proc.world > 1 and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    discriminator = getattr(model, "discriminator", None)
+    d_prefix = "discriminator."
+    g_params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(d_prefix)]
+    opt_g = _optimizer(g_params, cfg)
+    opt_d = _optimizer(discriminator.parameters(), cfg) if discriminator is not None else None
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and common["amp"])
+    net: nn.Module = model
+    if proc.world > 1:
+        if discriminator is not None:  # the discriminator's gradients are averaged by hand
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                model, [n for n, _ in model.named_parameters() if n.startswith(d_prefix)]
+                + [n for n, _ in model.named_buffers() if n.startswith(d_prefix)]
+            )
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    train_rows, val_rows = _rows("train"), _rows("val")
+    epochs = cfg["epochs"] or common["epochs"]
+    batch = common["batch_size"]
+    steps = common["steps_per_epoch"] or math.ceil(len(train_rows) / batch)
+    per_rank = max(1, batch // proc.world)
+    curriculum = {0: common["patch_size"]} | {int(e): int(size) for e, size in (cfg["patch_curriculum"] or [])}
+    dataset = PatchDataset(train_rows, curriculum, steps * per_rank * proc.world, common["seed"], model.paired)
+    sampler = DistributedSampler(dataset, num_replicas=proc.world, rank=proc.rank, shuffle=True, seed=common["seed"])
+    workers = common["num_workers"] if common["num_workers"] is not None else (min(4, os.cpu_count() or 1) if device.type == "cuda" else 0)
+    loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=workers,
+                        pin_memory=device.type == "cuda", drop_last=True)
+
+    fingerprint = tracking.params_hash(common, cfg, _digest([split.OUT / "train.csv", split.OUT / "val.csv"]))
+    ckpt = checkpoint_path(name)
+    state = _load_checkpoint(ckpt, fingerprint, name)
+    start, history, best, run_id = 0, [], None, None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt_g.load_state_dict(state["opt_g"])
+        if opt_d is not None:
+            opt_d.load_state_dict(state["opt_d"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        start, history, best, run_id = state["epoch"] + 1, state["history"], state["best"], state["run_id"]
+        log.info("train %s: resuming after epoch %d from %s", name, state["epoch"], ckpt)
+
+    if proc.main:
+        experiment_id = tracking.setup(params)
+        if run_id is None:
+            run = tracking.retry(mlflow.start_run, experiment_id=experiment_id, run_name=name, tags={
+                "model": name, "git_commit": tracking.git_commit(), "params_hash": fingerprint,
+                "device": str(device), "world_size": str(proc.world),
+                "pretrained": str(getattr(model, "pretrained", "n/a")),
+                "perceptual": str(getattr(model, "perceptual", "n/a")),
+            })
+            run_id = run.info.run_id
+            logged = tracking.flatten({"common": common, name: cfg}, "train.")
+            tracking.retry(mlflow.log_params, {k: str(v) for k, v in logged.items()})
+        else:
+            tracking.retry(mlflow.start_run, run_id=run_id)
+
+    patience = common["early_stopping_patience"]
+    for epoch in range(start, epochs):
+        t0 = time.perf_counter()
+        dataset.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        net.train()
+        sums: dict[str, float] = {}
+        bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{epochs}", unit="batch", disable=None if proc.main else True)
+        for step, b in enumerate(bar):
+            b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=scaler.is_enabled()):
+                out = net(b["input"])
+                terms = model.loss(b, out, epoch)
+            total = terms["total"]
+            if not torch.isfinite(total):
+                raise TrainError(
+                    f"train.{name}: non-finite loss ({total.item()}) at epoch {epoch + 1}, step {step + 1}; "
+                    f"the last good checkpoint is {ckpt if ckpt.exists() else 'none (first epoch)'}"
+                )
+            opt_g.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            if cfg["grad_clip"]:
+                scaler.unscale_(opt_g)
+                nn.utils.clip_grad_norm_(g_params, cfg["grad_clip"])
+            scaler.step(opt_g)
+            if opt_d is not None:
+                with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=scaler.is_enabled()):
+                    d_terms = model.d_loss(b, out.detach(), epoch)
+                if d_terms is not None:
+                    opt_d.zero_grad(set_to_none=True)
+                    scaler.scale(d_terms["total"]).backward()
+                    proc.average_grads(discriminator)
+                    scaler.step(opt_d)
+                    terms = {**terms, **{f"d_{k}": v for k, v in d_terms.items()}}
+            scaler.update()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+        row = {"epoch": epoch + 1, "train_loss": sums.pop("total") / steps}
+        row.update({f"loss_{k}": v / steps for k, v in sorted(sums.items())})
+        stop = 0.0
+        if proc.main:
+            row.update(validate(model, val_rows, device))
+            row["seconds"] = time.perf_counter() - t0
+            history.append(row)
+            if best is None or row["val_psnr"] > best["val_psnr"]:
+                best = {"epoch": row["epoch"], "val_psnr": row["val_psnr"], "val_ssim": row["val_ssim"],
+                        "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            metrics = {k: v for k, v in row.items() if k != "epoch"}
+            tracking.retry(mlflow.log_metrics, metrics, step=row["epoch"])
+            if row["epoch"] % common["sample_every"] == 0 or row["epoch"] == epochs:
+                tracking.retry(mlflow.log_image, sample_grid(model, val_rows, device),
+                               artifact_file=f"samples/epoch_{row['epoch']:03d}.png")
+            log.info("train %s: epoch %d/%d loss %.4f val PSNR %.2f dB (identity %.2f) SSIM %.4f, %.1f s", name,
+                     row["epoch"], epochs, row["train_loss"], row["val_psnr"], row["val_psnr_identity"],
+                     row["val_ssim"], row["seconds"])
+            if patience and row["epoch"] - best["epoch"] >= patience:
+                log.info("train %s: early stop, no val PSNR gain for %d epochs", name, patience)
+                stop = 1.0
+            _save_checkpoint(ckpt, {
+                "fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(), "opt_g": opt_g.state_dict(),
+                "opt_d": opt_d.state_dict() if opt_d is not None else None, "scaler": scaler.state_dict(),
+                "rng": torch.get_rng_state(), "history": history, "best": best, "run_id": run_id,
+            })
+        if proc.broadcast(stop):
+            break
+
+    if proc.main:
+        _finish(name, params, model, best, history, run_id, device)
+        shutil.rmtree(ckpt.parent, ignore_errors=True)
+
+
+def _finish(name: str, params: dict, model: nn.Module, best: dict, history: list[dict], run_id: str,
+            device: torch.device) -> None:
+    """Write model.pt (best epoch), train_log.csv and mlflow_run.json; log the model to MLflow."""
+    common, cfg = params["train"]["common"], params["train"][name]
+    files = outputs(name)
+    model.load_state_dict(best["state"])
+    identity = history[-1]["val_psnr_identity"]
+    checkpoint = {
+        "model": name,
+        "state_dict": best["state"],
+        "arch": cfg["arch"],
+        "params": {"common": common, name: cfg},
+        "metadata": {
+            "best_epoch": best["epoch"], "val_psnr": best["val_psnr"], "val_ssim": best["val_ssim"],
+            "val_psnr_identity": identity, "epochs_run": len(history), "device": str(device),
+            "torch": torch.__version__, "expocorr": expocorr.__version__, "git_commit": tracking.git_commit(),
+            "mlflow_run_id": run_id,
+        },
+    }
+    columns = list(dict.fromkeys(k for row in history for k in row))
+    write_csv(files["log"], history, columns)
+    tracking.retry(mlflow.log_metrics, {"best_val_psnr": best["val_psnr"], "best_val_ssim": best["val_ssim"],
+                                        "best_epoch": best["epoch"], "val_psnr_identity_final": identity})
+    tracking.retry(mlflow.log_artifact, str(files["log"]))
+    tracking.retry(mlflow.pytorch.log_model, exportable(model), name="model", pip_requirements=PIP_REQUIREMENTS,
+                   serialization_format="pickle")
+    tracking.retry(mlflow.end_run)
+    with atomic_path(files["model"]) as tmp:
+        torch.save(checkpoint, tmp)
+    write_text(files["run"], json.dumps({"run_id": run_id, "experiment": params["tracking"]["experiment"],
+                                         "tracking_uri": tracking.tracking_uri(params)}, indent=2) + "\n")
+    log.info("train %s: best epoch %d, val PSNR %.2f dB vs identity %.2f dB -> %s", name, best["epoch"],
+             best["val_psnr"], identity, files["model"])
+
+
+def exportable(model: nn.Module) -> nn.Module:
+    """A CPU eval-mode copy with parametrizations (spectral norm) folded into plain weights, so it pickles."""
+    copy = deepcopy(model).cpu().eval()
+    for module in copy.modules():
+        if parametrize.is_parametrized(module):
+            for tensor_name in list(module.parametrizations):
+                parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=True)
+    return copy
+
+
+def relaunch_distributed(params: dict, argv: list[str]) -> None:
+    """With train.common.gpus > 1 and not yet under torchrun, re-run this command under torchrun."""
+    gpus = params["train"]["common"]["gpus"]
+    if gpus > 1 and "WORLD_SIZE" not in os.environ:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+               "-m", "expocorr.cli", *argv]
+        log.info("train: launching %d processes: %s", gpus, " ".join(cmd))
+        sys.stdout.flush()
+        os.execv(sys.executable, cmd)
+

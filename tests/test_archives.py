@@ -1,0 +1,423 @@
+"""Safe archive extraction: refused members, decompression bombs, corrupt archives, good archives."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import struct
+import tarfile
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from expocorr.archives import ArchiveError, extract
+
+BIG = 10**12  # a max_bytes no test archive reaches
+PHOTO_BYTES = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()  # incompressible
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def tree(root: Path) -> dict[str, tuple]:
+    """Everything under `root` (hidden entries included, links not followed): path -> what it is."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                out[rel] = ("link", os.readlink(path))
+            elif stat.S_ISDIR(mode):
+                out[rel] = ("dir",)
+            elif stat.S_ISREG(mode):
+                out[rel] = ("file", path.read_bytes())
+            else:
+                out[rel] = ("special", stat.S_IFMT(mode))
+    return out
+
+
+def zip_bytes(members: list, compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    """A zip of (name, data) pairs or (ZipInfo, data) pairs."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression) as zf:
+        for name, data in members:
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def zip_symlink(name: str, target: str) -> tuple[zipfile.ZipInfo, bytes]:
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3  # Unix: the high 16 bits of external_attr are st_mode
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info, target.encode()
+
+
+def tar_bytes(members: list[tarfile.TarInfo | tuple[str, bytes]], mode: str = "w") -> bytes:
+    """A tar of (name, data) regular files and ready-made TarInfo entries (links, dirs, devices)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode, format=tarfile.PAX_FORMAT) as tf:
+        for member in members:
+            if isinstance(member, tarfile.TarInfo):
+                tf.addfile(member)
+            else:
+                name, data = member
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def tar_entry(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = linkname
+    if kind == tarfile.DIRTYPE:
+        info.mode = 0o755
+    if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+        info.devmajor, info.devminor = 1, 3
+    return info
+
+
+@pytest.fixture
+def box(tmp_path):
+    """tmp/outer/target (with earlier content) next to tmp/outer/sibling.txt; archives in tmp/archives."""
+    outer = tmp_path / "outer"
+    target = outer / "target"
+    target.mkdir(parents=True)
+    (target / "keep.txt").write_text("earlier content")
+    (target / "sub").mkdir()
+    (target / "sub" / "old.bin").write_bytes(b"\x00\x01")
+    (outer / "sibling.txt").write_text("next to the target")
+    archives = tmp_path / "archives"
+    archives.mkdir()
+
+    def write(name: str, data: bytes) -> Path:
+        path = archives / name
+        path.write_bytes(data)
+        return path
+
+    return SimpleNamespace(root=tmp_path, outer=outer, target=target, write=write)
+
+
+def refuse(box, archive: Path, max_bytes: int = BIG) -> str:
+    """Extract `archive`, expecting ArchiveError; nothing anywhere may change. Returns the message."""
+    before = tree(box.root)
+    with pytest.raises(ArchiveError) as err:
+        extract(archive, box.target, max_bytes)
+    assert tree(box.root) == before  # target untouched, nothing written next to it or elsewhere
+    message = str(err.value)
+    assert message.startswith(f"{archive}: ")
+    return message
+
+
+# ----------------------------------------------------------------------------- zip: refused members
+
+
+@pytest.mark.parametrize(
+    ("member", "why"),
+    [
+        ("../evil.txt", "leaves the target folder ('..')"),
+        ("photos/../../evil.txt", "leaves the target folder ('..')"),
+        ("..\\evil.txt", "leaves the target folder ('..')"),
+        ("/ABSOLUTE/evil.txt", "has an absolute path"),
+        ("C:/evil.txt", "has an absolute path"),
+        ("\\evil.txt", "has an absolute path"),
+    ],
+)
+def test_zip_member_outside_the_target_is_refused(box, member, why):
+    member = member.replace("/ABSOLUTE", str(box.root))  # an absolute path we can watch
+    archive = box.write("evil.zip", zip_bytes([("good.txt", b"fine"), (member, b"pwned")]))
+    assert refuse(box, archive) == f"{archive}: refused: member {member!r} {why}"
+    assert not (box.root / "evil.txt").exists()
+
+
+def test_zip_symlink_member_is_refused(box):
+    archive = box.write("link.zip", zip_bytes([("good.txt", b"fine"), zip_symlink("passwd", "../../etc/passwd")]))
+    assert refuse(box, archive) == f"{archive}: refused: member 'passwd' is a symbolic link"
+
+
+def test_zip_symlink_member_is_refused_even_pointing_inside(box):
+    archive = box.write("link.zip", zip_bytes([("good.txt", b"fine"), zip_symlink("alias.txt", "good.txt")]))
+    assert refuse(box, archive) == f"{archive}: refused: member 'alias.txt' is a symbolic link"
+
+
+# ----------------------------------------------------------------------------- tar: refused members
+
+
+@pytest.mark.parametrize("mode", ["w", "w:gz"])
+@pytest.mark.parametrize(
+    ("member", "why"),
+    [
+        ("../evil.txt", "leaves the target folder ('..')"),
+        ("photos/../../evil.txt", "leaves the target folder ('..')"),
+        ("/ABSOLUTE/evil.txt", "has an absolute path"),
+    ],
+)
+def test_tar_member_outside_the_target_is_refused(box, mode, member, why):
+    member = member.replace("/ABSOLUTE", str(box.root))
+    archive = box.write("evil.tar", tar_bytes([("good.txt", b"fine"), (member, b"pwned")], mode))
+    assert refuse(box, archive) == f"{archive}: refused: member {member!r} {why}"
+    assert not (box.root / "evil.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "linkname"),
+    [
+        ("link", tarfile.SYMTYPE, "../../etc/passwd"),
+        ("photos/link", tarfile.SYMTYPE, "../../outer/sibling.txt"),
+        ("link", tarfile.SYMTYPE, "/etc/passwd"),
+        ("link", tarfile.SYMTYPE, ".."),
+        ("hard", tarfile.LNKTYPE, "../sibling.txt"),
+        ("hard", tarfile.LNKTYPE, "/etc/passwd"),
+    ],
+)
+def test_tar_link_pointing_outside_is_refused(box, name, kind, linkname):
+    members = [("photos/good.txt", b"fine"), tar_entry(name, kind, linkname)]
+    archive = box.write("links.tar", tar_bytes(members))
+    message = refuse(box, archive)
+    assert message == f"{archive}: refused: link {name!r} -> {linkname!r} points outside the target"
+
+
+def test_tar_link_escaping_through_another_link_is_refused(box):
+    """`b -> .` then `a -> b/..`: lexically inside, really the target's parent; then a write through `a`."""
+    members = [
+        tar_entry("b", tarfile.SYMTYPE, "."),
+        tar_entry("a", tarfile.SYMTYPE, "b/.."),
+        ("a/evil.txt", b"pwned"),
+    ]
+    archive = box.write("chain.tar", tar_bytes(members))
+    message = refuse(box, archive)
+    assert message.startswith(f"{archive}: refused: member 'a': ")
+    assert "outside the destination" in message
+    assert not (box.outer / "evil.txt").exists()
+
+
+def test_tar_link_escaping_through_a_link_extracted_after_it_is_refused(box):
+    """`p -> s/L/../../secret` is lexically inside and, when written, `s/L` does not exist yet;
+    once `s/L -> ..` is in place, `p` resolves to the target's parent folder."""
+    (box.outer / "secret.jpg").write_bytes(PHOTO_BYTES)
+    members = [
+        tar_entry("p.jpg", tarfile.SYMTYPE, "s/L/../../secret.jpg"),
+        tar_entry("s", tarfile.DIRTYPE),
+        tar_entry("s/L", tarfile.SYMTYPE, ".."),
+    ]
+    archive = box.write("late.tar", tar_bytes(members))
+    assert refuse(box, archive) == (
+        f"{archive}: refused: link 'p.jpg' -> 's/L/../../secret.jpg' resolves outside the target"
+    )
+
+
+def test_tar_circular_links_inside_are_not_an_escape(box):
+    members = [tar_entry("a", tarfile.SYMTYPE, "b"), tar_entry("b", tarfile.SYMTYPE, "a"), ("c.txt", b"c")]
+    archive = box.write("loop.tar", tar_bytes(members))
+    extract(archive, box.target, BIG)
+    assert tree(box.target) == {"a": ("link", "b"), "b": ("link", "a"), "c.txt": ("file", b"c")}
+
+
+@pytest.mark.parametrize(
+    ("kind", "label"), [(tarfile.FIFOTYPE, "fifo"), (tarfile.CHRTYPE, "chr"), (tarfile.BLKTYPE, "blk")]
+)
+def test_tar_device_or_fifo_member_is_refused(box, kind, label):
+    archive = box.write(f"{label}.tar", tar_bytes([("good.txt", b"fine"), tar_entry("dev/node", kind)]))
+    assert refuse(box, archive) == f"{archive}: refused: member 'dev/node' is a device or fifo"
+
+
+# ----------------------------------------------------------------------------- decompression bombs
+
+
+def test_zip_bomb_declaring_more_than_max_bytes_is_refused(box):
+    """A real zip: 50 MB of zeros compress to ~50 kB."""
+    size = 50 * 2**20
+    archive = box.write("bomb.zip", zip_bytes([("small.txt", b"x"), ("zeros.bin", bytes(size))]))
+    assert archive.stat().st_size < 200_000
+    assert refuse(box, archive, max_bytes=10_000_000) == (
+        f"{archive}: refused: declares {size + 1} uncompressed bytes, more than "
+        f"data.max_archive_bytes = 10000000 (a decompression bomb?)"
+    )
+
+
+def test_tar_gz_bomb_declaring_more_than_max_bytes_is_refused(box):
+    size = 50 * 2**20
+    archive = box.write("bomb.tar.gz", tar_bytes([("a.bin", bytes(size // 2)), ("b.bin", bytes(size // 2))], "w:gz"))
+    assert archive.stat().st_size < 200_000
+    message = refuse(box, archive, max_bytes=size - 1)
+    assert message == (
+        f"{archive}: refused: declares {size} uncompressed bytes, more than "
+        f"data.max_archive_bytes = {size - 1} (a decompression bomb?)"
+    )
+
+
+def _patch_zip_sizes(data: bytes, file_size: int) -> bytes:
+    """Rewrite the declared uncompressed size of the zip's only member (local and central headers)."""
+    out = bytearray(data)
+    local = out.find(b"PK\x03\x04")
+    central = out.find(b"PK\x01\x02")
+    assert local >= 0 and central > local
+    struct.pack_into("<I", out, local + 22, file_size)
+    struct.pack_into("<I", out, central + 24, file_size)
+    return bytes(out)
+
+
+def test_zip_with_a_forged_huge_declared_size_is_refused(box):
+    forged = _patch_zip_sizes(zip_bytes([("photo.jpg", PHOTO_BYTES)]), 0xFFFF0000)
+    assert zipfile.ZipFile(io.BytesIO(forged)).getinfo("photo.jpg").file_size == 0xFFFF0000
+    archive = box.write("forged.zip", forged)
+    assert "declares 4294901760 uncompressed bytes" in refuse(box, archive, max_bytes=10**9)
+
+
+def test_zip_with_a_forged_small_declared_size_cannot_write_more(box):
+    """Declaring 10 bytes for 1 MB of data does not get the 1 MB past max_bytes: the CRC check fails."""
+    forged = _patch_zip_sizes(zip_bytes([("zeros.bin", bytes(2**20))]), 10)
+    archive = box.write("liar.zip", forged)
+    message = refuse(box, archive, max_bytes=1000)
+    assert message.startswith(f"{archive}: corrupt archive: ")
+    assert "zeros.bin" in message
+
+
+def test_declared_size_equal_to_max_bytes_is_accepted(box):
+    archive = box.write("exact.zip", zip_bytes([("a.bin", bytes(600)), ("b.bin", bytes(400))]))
+    extract(archive, box.target, 1000)
+    assert tree(box.target) == {"a.bin": ("file", bytes(600)), "b.bin": ("file", bytes(400))}
+
+
+# ----------------------------------------------------------------------------- corrupt archives
+
+
+def test_random_bytes_named_zip_are_refused(box):
+    archive = box.write("photos.zip", np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    assert refuse(box, archive) == f"{archive}: not a zip or tar archive"
+
+
+def test_empty_file_is_refused(box):
+    archive = box.write("photos.tar.gz", b"")
+    assert refuse(box, archive) == f"{archive}: not a zip or tar archive"
+
+
+def test_missing_archive_is_an_archive_error(box):
+    archive = box.root / "archives" / "missing.zip"
+    assert "No such file" in refuse(box, archive)
+
+
+def test_truncated_zip_is_refused(box):
+    data = zip_bytes([("a.jpg", PHOTO_BYTES), ("b.jpg", PHOTO_BYTES[::-1])])
+    archive = box.write("cut.zip", data[: len(data) // 2])
+    assert refuse(box, archive) == f"{archive}: not a zip or tar archive"
+
+
+def test_truncated_tar_gz_is_refused(box):
+    data = tar_bytes([("a.jpg", PHOTO_BYTES), ("b.jpg", PHOTO_BYTES[::-1])], "w:gz")
+    archive = box.write("cut.tar.gz", data[: len(data) // 2])
+    assert refuse(box, archive).startswith(f"{archive}: corrupt archive: ")
+
+
+def test_zip_with_corrupt_compressed_data_is_refused(box):
+    data = bytearray(zip_bytes([("a.bin", bytes(range(256)) * 400)]))
+    info = zipfile.ZipFile(io.BytesIO(bytes(data))).getinfo("a.bin")
+    start = info.header_offset + 30 + len("a.bin")
+    for i in range(start + 5, start + info.compress_size - 5):  # scramble the deflate stream
+        data[i] ^= 0x55
+    archive = box.write("scrambled.zip", bytes(data))
+    assert refuse(box, archive).startswith(f"{archive}: corrupt archive: ")
+
+
+def test_tar_xz_with_corrupt_compressed_data_is_refused(box):
+    data = bytearray(tar_bytes([("a.jpg", PHOTO_BYTES * 10), ("b.jpg", PHOTO_BYTES[::-1] * 10)], "w:xz"))
+    for i in range(len(data) // 2, len(data) // 2 + 200):
+        data[i] ^= 0x55
+    archive = box.write("scrambled.tar.xz", bytes(data))
+    assert refuse(box, archive).startswith(f"{archive}: corrupt archive: ")
+
+
+def test_encrypted_zip_is_refused(box):
+    data = bytearray(zip_bytes([("a.jpg", PHOTO_BYTES)], zipfile.ZIP_STORED))
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # set the "encrypted" flag bit
+        at = data.find(signature) + flags_at
+        data[at] |= 0x01
+    archive = box.write("secret.zip", bytes(data))
+    message = refuse(box, archive)
+    assert message.startswith(f"{archive}: unsupported archive: ")
+    assert "encrypted" in message
+
+
+def test_zip_with_an_unsupported_compression_method_is_refused(box):
+    data = bytearray(zip_bytes([("a.jpg", PHOTO_BYTES)], zipfile.ZIP_STORED))
+    for signature, method_at in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):  # method 9: Deflate64
+        struct.pack_into("<H", data, data.find(signature) + method_at, 9)
+    archive = box.write("deflate64.zip", bytes(data))
+    assert refuse(box, archive).startswith(f"{archive}: unsupported archive: ")
+
+
+# ----------------------------------------------------------------------------- good archives
+
+GOOD_FILES = {
+    "photos/beach.jpg": PHOTO_BYTES,
+    "photos/2024/june/cat.png": PHOTO_BYTES[::-1],
+    "photos/notes.txt": "été, ünïcode\n".encode(),
+    "README": b"",
+}
+GOOD_TREE = {
+    "README": ("file", b""),
+    "photos": ("dir",),
+    "photos/2024": ("dir",),
+    "photos/2024/june": ("dir",),
+    "photos/2024/june/cat.png": ("file", PHOTO_BYTES[::-1]),
+    "photos/beach.jpg": ("file", PHOTO_BYTES),
+    "photos/empty": ("dir",),
+    "photos/notes.txt": ("file", "été, ünïcode\n".encode()),
+}
+
+
+@pytest.mark.parametrize("mode", ["w", "w:gz", "w:bz2", "w:xz"])
+def test_good_tar_extracts_fully_and_replaces_the_target(box, mode):
+    members = [tar_entry("photos", tarfile.DIRTYPE), tar_entry("photos/empty", tarfile.DIRTYPE)]
+    members += list(GOOD_FILES.items())
+    archive = box.write("photos.tar", tar_bytes(members, mode))
+    assert extract(archive, box.target, BIG) == box.target
+    assert tree(box.target) == GOOD_TREE  # earlier content replaced, all or nothing
+    assert sorted(os.listdir(box.outer)) == ["sibling.txt", "target"]  # no temporary left
+
+
+def test_good_zip_extracts_fully_and_replaces_the_target(box):
+    members = [("photos/", b""), ("photos/empty/", b"")] + list(GOOD_FILES.items())
+    archive = box.write("photos.zip", zip_bytes(members))
+    assert extract(str(archive), str(box.target), BIG) == box.target
+    assert tree(box.target) == GOOD_TREE
+    assert sorted(os.listdir(box.outer)) == ["sibling.txt", "target"]
+
+
+def test_zip_with_stored_members_and_no_folder_entries(box):
+    archive = box.write("flat.zip", zip_bytes(list(GOOD_FILES.items()), zipfile.ZIP_STORED))
+    extract(archive, box.target, BIG)
+    assert tree(box.target) == {k: v for k, v in GOOD_TREE.items() if k != "photos/empty"}
+
+
+def test_tar_links_inside_the_target_are_kept(box):
+    members = [
+        ("photos/beach.jpg", PHOTO_BYTES),
+        tar_entry("photos/latest.jpg", tarfile.SYMTYPE, "beach.jpg"),
+        tar_entry("top.jpg", tarfile.SYMTYPE, "photos/beach.jpg"),
+        tar_entry("copy.jpg", tarfile.LNKTYPE, "photos/beach.jpg"),
+    ]
+    archive = box.write("links.tar.gz", tar_bytes(members, "w:gz"))
+    extract(archive, box.target, BIG)
+    assert tree(box.target) == {
+        "copy.jpg": ("file", PHOTO_BYTES),
+        "photos": ("dir",),
+        "photos/beach.jpg": ("file", PHOTO_BYTES),
+        "photos/latest.jpg": ("link", "beach.jpg"),
+        "top.jpg": ("link", "photos/beach.jpg"),
+    }
+    assert (box.target / "photos" / "latest.jpg").read_bytes() == PHOTO_BYTES
+
+
+def test_target_parent_is_created(box):
+    archive = box.write("photos.zip", zip_bytes([("a.txt", b"a")]))
+    target = box.root / "new" / "deeper" / "target"
+    assert extract(archive, target, BIG) == target
+    assert tree(target) == {"a.txt": ("file", b"a")}

@@ -1,0 +1,269 @@
+"""params.yaml validation: every invalid edit of the real file is one ParamsError naming the key path."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from expocorr import params
+from expocorr.tables import write_csv
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = REPO / "params.yaml"
+EXPOCORR = REPO / ".venv" / "bin" / "expocorr"
+
+
+@pytest.fixture(scope="module")
+def base() -> dict:
+    return params.load(PARAMS)
+
+
+def _set(path: str, value):
+    def edit(p):
+        *parents, leaf = path.split(".")
+        node = p
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+
+    return edit
+
+
+def _del(path: str):
+    def edit(p):
+        *parents, leaf = path.split(".")
+        node = p
+        for key in parents:
+            node = node[key]
+        del node[leaf]
+
+    return edit
+
+
+def _many(*edits):
+    def edit(p):
+        for e in edits:
+            e(p)
+
+    return edit
+
+
+# (id, edit of the parsed real params.yaml, substring naming the key path, further substrings)
+DICT_CASES = [
+    ("unknown-top-level-key", _set("colour", 1), "colour: unknown key", ["data", "render", "tracking"]),
+    ("unknown-nested-key", _set("render.noise.colour", 0.1), "render.noise.colour: unknown key", ["read, shot"]),
+    ("unknown-deep-key", _set("data.msec.training.md5", "x"), "data.msec.training.md5: unknown key", []),
+    ("wrong-type-string", _set("render.max_side", "big"), "render.max_side: expected integer or null", ["'big'"]),
+    ("wrong-type-bool-for-int", _set("render.max_side", True), "render.max_side: expected integer or null", []),
+    ("wrong-type-boolean", _set("render.raw.half_size", "yes"), "render.raw.half_size: expected boolean", []),
+    ("wrong-type-section", _set("render", 5), "render: expected object", []),
+    ("wrong-type-list", _set("render.evs", 1.0), "render.evs: expected array", []),
+    ("enum-curve", _set("render.curve", "log"), "render.curve: 'log' is not allowed", ["srgb, gamma"]),
+    ("enum-source", _set("data.source", "ftp"), "data.source: 'ftp' is not allowed",
+     ["bundled, folder, raw, msec, url"]),
+    ("out-of-range-tau-high", _set("render.tau", 1.5), "render.tau: 1.5 is out of range", ["<= 1"]),
+    ("out-of-range-tau-zero", _set("render.tau", 0), "render.tau: 0 is out of range", ["> 0"]),
+    ("out-of-range-ev-item", _set("render.evs", [-1.0, 0.0, 7.0]), "render.evs.2: 7.0 is out of range", ["<= 6"]),
+    ("out-of-range-max-side", _set("render.max_side", 8), "render.max_side: 8 is out of range", [">= 16"]),
+    ("out-of-range-seed", _set("split.seed", -1), "split.seed: -1 is out of range", [">= 0"]),
+    ("out-of-range-gamma", _set("render.gamma", 9), "render.gamma: 9 is out of range", ["<= 4"]),
+    ("nan-tau", _set("render.tau", float("nan")), "render.tau: must be a finite number", []),
+    ("nan-ev", _set("render.evs", [0.0, float("nan")]), "render.evs.1: must be a finite number", []),
+    ("empty-evs", _set("render.evs", []), "render.evs: needs at least 1 item", []),
+    ("duplicate-evs", _set("render.evs", [-1.0, 0.0, 1, 1.0]), "render.evs: items must be unique", []),
+    ("fractions-not-summing-to-1", _set("split.fractions.train", 0.5), "split.fractions: train + val + test must sum to 1",
+     ["0.9"]),
+    ("fraction-train-zero", _many(_set("split.fractions.train", 0), _set("split.fractions.val", 0.8)),
+     "split.fractions.train: 0 is out of range", []),
+    ("missing-section", _del("evaluate"), "evaluate: missing required key", []),
+    ("missing-nested-key", _del("render.noise.read"), "render.noise.read: missing required key", []),
+    ("missing-data-key", _del("data.cache_dir"), "data.cache_dir: missing required key", []),
+    ("folder-source-without-folder", _set("data.source", "folder"), "data.folder: required when data.source is 'folder'",
+     []),
+    ("raw-source-without-folder", _set("data.source", "raw"), "data.folder: required when data.source is 'raw'", []),
+    ("empty-folder", _many(_set("data.source", "folder"), _set("data.folder", "")), "data.folder: must not be empty",
+     []),
+    ("url-without-sha256", _many(_set("data.source", "url"), _set("data.url", "https://example.org/photos.zip")),
+     "data.sha256: required when data.source is 'url'", []),
+    ("url-source-without-url", _many(_set("data.source", "url"), _set("data.sha256", "a" * 64)),
+     "data.url: required when data.source is 'url'", []),
+    ("bad-url-scheme", _set("data.url", "photos.zip"), "data.url: 'photos.zip' does not match", []),
+    ("bad-sha256-pattern", _set("data.sha256", "abc123"), "data.sha256: 'abc123' does not match the allowed pattern",
+     []),
+    ("bad-sha256-non-hex", _set("data.sha256", "g" * 64), "data.sha256:", ["does not match"]),
+    ("bad-msec-sha256", _set("data.msec.testing.sha256", "zz"), "data.msec.testing.sha256: 'zz' does not match", []),
+    ("msec-without-url", _many(_set("data.source", "msec"), _set("data.msec.validation.url", None)),
+     "data.msec.validation.url: required when data.source is 'msec'", []),
+    ("bad-headline-reference", _set("evaluate.headline_reference", "expert c"), "evaluate.headline_reference:", []),
+    ("empty-experiment", _set("tracking.experiment", ""), "tracking.experiment: must not be empty", []),
+]
+
+
+@pytest.mark.parametrize("edit, key, extra", [c[1:] for c in DICT_CASES], ids=[c[0] for c in DICT_CASES])
+def test_invalid_edit_names_key_path(base, tmp_path, edit, key, extra):
+    p = copy.deepcopy(base)
+    edit(p)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(p, sort_keys=False))
+    with pytest.raises(params.ParamsError) as info:
+        params.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: "), message
+    assert key in message, message
+    for text in extra:
+        assert text in message, message
+    assert "\n" not in message
+    # validate() on the dict gives the same message (with its default source name)
+    with pytest.raises(params.ParamsError, match="^params.yaml: ") as again:
+        params.validate(p)
+    assert key in str(again.value)
+
+
+TEXT_CASES = [
+    ("yaml-syntax-error", lambda text: text.replace("  seed: 0\n  fractions:", "  seed: [0\n  fractions:"),
+     "not valid YAML", ["line "]),
+    ("yaml-tab-indent", lambda text: text.replace("\n  source: bundled", "\n\tsource: bundled"), "not valid YAML",
+     ["line "]),
+    ("non-mapping-list", lambda text: "- data\n- render\n", "expected a mapping of sections at the top level", []),
+    ("non-mapping-scalar", lambda text: "just a string\n", "expected a mapping of sections at the top level", []),
+    ("empty-file", lambda text: "# nothing here\n", "expected a mapping of sections at the top level", []),
+    ("duplicate-top-key", lambda text: text + "\nsplit:\n  seed: 1\n", "split (line", ["key given twice"]),
+    ("duplicate-nested-key", lambda text: text.replace("  seed: 0\n  fractions:", "  seed: 0\n  seed: 3\n  fractions:"),
+     "split.seed (line", ["key given twice"]),
+    ("missing-section-in-text", lambda text: text.replace("report:\n  title: expocorr report\n", ""),
+     "report: missing required key", []),
+]
+
+
+@pytest.mark.parametrize("edit, key, extra", [c[1:] for c in TEXT_CASES], ids=[c[0] for c in TEXT_CASES])
+def test_invalid_text_names_problem(tmp_path, edit, key, extra):
+    original = PARAMS.read_text()
+    text = edit(original)
+    assert text != original
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(params.ParamsError) as info:
+        params.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: "), message
+    assert key in message, message
+    for t in extra:
+        assert t in message, message
+    assert "\n" not in message
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(params.ParamsError, match="params file not found") as info:
+        params.load(tmp_path / "nope.yaml")
+    assert "nope.yaml" in str(info.value)
+
+
+def test_unreadable_paths_are_params_errors(tmp_path):
+    with pytest.raises(params.ParamsError, match="cannot read the params file"):
+        params.load(tmp_path)  # a directory
+    binary = tmp_path / "params.yaml"
+    binary.write_bytes(b"data:\n  source: \xff\xfe\x00\n")
+    with pytest.raises(params.ParamsError, match="not a UTF-8 text file"):
+        params.load(binary)
+
+
+def test_real_params_valid_and_defaults(base):
+    assert params.validate(copy.deepcopy(base)) == base
+    assert base["render"]["evs"] == [-1.5, -1.0, 0.0, 1.0, 1.5]
+    assert base["render"]["noise"] == {"shot": 0.0, "read": 0.0}
+    assert sum(base["split"]["fractions"].values()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("edit", [
+    _set("render.curve", "gamma"),
+    _many(_set("data.source", "folder"), _set("data.folder", "~/photos")),
+    _many(_set("data.source", "url"), _set("data.url", "https://example.org/p.zip"), _set("data.sha256", "A" * 64)),
+    _many(_set("split.fractions.val", 0), _set("split.fractions.train", 0.8)),
+    _set("render.max_side", None),
+    _set("render.evs", [-6, 6]),
+    _set("render.tau", 0.5),
+], ids=["gamma", "folder", "url", "no-val", "no-resize", "ev-bounds", "tau"])
+def test_valid_edits_pass(base, edit):
+    p = copy.deepcopy(base)
+    edit(p)
+    assert params.validate(p) is p
+
+
+def test_deepest_error_is_reported(base):
+    """With errors at several depths the message names the most specific (leaf) key."""
+    p = copy.deepcopy(base)
+    p["colour"] = 1
+    p["render"]["noise"]["shot"] = 5
+    with pytest.raises(params.ParamsError, match=r"render\.noise\.shot: 5 is out of range"):
+        params.validate(p)
+
+
+def test_schema_copies_agree():
+    """The packaged schema and the one the workflow validates against are the same document."""
+    packaged = params.schema()
+    workflow = yaml.safe_load((REPO / "workflow/schemas/params.schema.yaml").read_text())
+    assert packaged == workflow
+
+
+# --- the CLI: one error line, exit 1, nothing written ---------------------------------------------
+
+
+def _manifest(folder: Path, scenes: int = 6) -> None:
+    rows = [
+        {"scene": f"s{i}", "ev": ev, "input": f"data/rendered/images/s{i}/ev{ev:+.1f}.png",
+         "reference": f"data/rendered/images/s{i}/reference.png", "source": "srgb"}
+        for i in range(scenes) for ev in (-1.0, 0.0, 1.0)
+    ]
+    write_csv(folder / "data/rendered/manifest.csv", rows, ["scene", "ev", "input", "reference", "source"])
+
+
+CLI_CASES = [
+    ("enum", lambda text: text.replace("curve: srgb", "curve: log"), "render.curve", "srgb, gamma"),
+    ("range", lambda text: text.replace("tau: 1.0", "tau: 2.0"), "render.tau", "out of range"),
+    ("fractions", lambda text: text.replace("train: 0.6", "train: 0.7"), "split.fractions", "sum to 1"),
+    ("unknown", lambda text: text.replace("  seed: 0\n  fractions:", "  seed: 0\n  sede: 1\n  fractions:"),
+     "split.sede", "unknown key"),
+    ("syntax", lambda text: text.replace("  seed: 0\n  fractions:", "  seed: [0\n  fractions:"), "not valid YAML",
+     "line "),
+]
+
+
+@pytest.mark.parametrize("edit, key, extra", [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
+def test_cli_bad_params_one_line_exit_1(tmp_path, edit, key, extra):
+    _manifest(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(edit(PARAMS.read_text()))
+    proc = subprocess.run([str(EXPOCORR), "split", "--params", "bad.yaml"], cwd=tmp_path, capture_output=True, check=False,
+                          text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "split failed" in lines[0] and "bad.yaml" in lines[0]
+    assert key in lines[0] and extra in lines[0], lines[0]
+    assert proc.stdout == ""
+    assert not (tmp_path / "data/splits").exists()
+
+
+def test_cli_missing_params_file(tmp_path):
+    proc = subprocess.run([str(EXPOCORR), "split", "--params", "absent.yaml"], cwd=tmp_path, capture_output=True, check=False,
+                          text=True, timeout=120)
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "absent.yaml: params file not found" in lines[0], proc.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_cli_good_params_writes_splits(tmp_path):
+    """The control for the tests above: the same manifest with the real params.yaml is split."""
+    _manifest(tmp_path)
+    (tmp_path / "good.yaml").write_text(PARAMS.read_text())
+    proc = subprocess.run([str(EXPOCORR), "split", "--params", "good.yaml"], cwd=tmp_path, capture_output=True, check=False,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("train", "val", "test"):
+        assert (tmp_path / f"data/splits/{name}.csv").is_file()

@@ -1,0 +1,50 @@
+# Data stages: download -> render -> split.
+
+
+rule download:
+    input:
+        "src/expocorr/download.py",
+    output:
+        files=directory("data/downloads/files"),
+        weights=directory("data/downloads/weights"),
+        index="data/downloads/index.csv",
+        skipped="data/downloads/skipped.csv",
+    params:
+        data=config["data"],
+    log:
+        stage_log("download"),
+    threads: 1
+    shell:
+        "expocorr download --params params.yaml --log {log}"
+
+
+rule render:
+    input:
+        "data/downloads/files",
+        "data/downloads/index.csv",
+        "src/expocorr/render.py",
+    output:
+        images=directory("data/rendered/images"),
+        manifest=report("data/rendered/manifest.csv", caption="../report/manifest.rst", category="Data"),
+    params:
+        render=config["render"],
+    log:
+        stage_log("render"),
+    threads: 1
+    shell:
+        "expocorr render --params params.yaml --log {log}"
+
+
+rule split:
+    input:
+        "data/rendered/manifest.csv",
+        "src/expocorr/split.py",
+    output:
+        expand("data/splits/{split}.csv", split=SPLITS),
+    params:
+        split=config["split"],
+    log:
+        stage_log("split"),
+    threads: 1
+    shell:
+        "expocorr split --params params.yaml --log {log}"

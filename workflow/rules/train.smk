@@ -1,0 +1,24 @@
+# Train stage: one job per model in train.models (the `model` wildcard).
+
+
+rule train:
+    input:
+        "data/splits/train.csv",
+        "data/splits/val.csv",
+        "data/downloads/weights",
+        "src/expocorr/train.py",
+        "src/expocorr/models/{model}.py",
+    output:
+        model="models/{model}/model.pt",
+        log=report("models/{model}/train_log.csv", caption="../report/train_log.rst", category="Training"),
+        run="models/{model}/mlflow_run.json",
+    params:
+        common=config["train"]["common"],
+        model=lambda wildcards: config["train"][wildcards.model],
+    log:
+        "logs/train_{model}.log",
+    threads: workflow.cores
+    resources:
+        gpu=config["train"]["common"]["gpus"],
+    shell:
+        "expocorr train --model {wildcards.model} --params params.yaml --log {log}"
