@@ -10,10 +10,11 @@ configfile: "params.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
-        expand("data/splits/{split}.csv", split=SPLITS),
-        expand("models/{model}/model.pt", model=MODELS),
+        "reports/report.html",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import hashlib
 import io
 import logging
@@ -294,7 +295,7 @@ def test_bundled_gives_the_six_package_photos_byte_identical(repo, make_params):
     assert index_rows() == expected
     assert skipped_rows() == []
     assert files_listing() == sorted(Path(r["path"]).name for r in expected)
-    assert sorted(p.name for p in download.OUT.iterdir()) == ["files", "index.csv", "skipped.csv"]  # no temporaries
+    assert sorted(p.name for p in download.OUT.iterdir()) == ["files", "index.csv", "skipped.csv", "weights"]  # no temporaries
 
 
 def test_bundled_skips_a_photo_whose_package_file_is_missing(repo, make_params, monkeypatch):
@@ -313,7 +314,7 @@ def test_a_new_run_replaces_the_previous_download(repo, make_params, tmp_path):
     download.run(make_params(source="folder", folder=str(src)))
     assert index_rows() == [srgb_row("one", ".jpg")]
     assert files_listing() == ["one.jpg"]  # nothing left of the bundled run
-    assert sorted(p.name for p in download.OUT.iterdir()) == ["files", "index.csv", "skipped.csv"]
+    assert sorted(p.name for p in download.OUT.iterdir()) == ["files", "index.csv", "skipped.csv", "weights"]
 
 
 # ----------------------------------------------------------------------------- source: folder
@@ -700,12 +701,15 @@ def test_weights_are_fetched_and_load_into_the_model(repo, http_server, make_par
 
     path = repo / "data/downloads/weights/vgg16.pth"
     assert path.read_bytes() == buf.getvalue()
+    listing = json.loads((repo / "data/downloads/weights/weights.json").read_text())
+    assert listing == {"vgg16": {"path": "data/downloads/weights/vgg16.pth", "url": weights["vgg16"]["url"],
+                                 "sha256": weights["vgg16"]["sha256"]}}
     model = HDRAutoencoder(vgg_weights=str(path))
     assert model.pretrained
     assert torch.equal(model.encoder[0].weight, features[0].weight)
 
 
-def test_no_weights_gives_an_empty_weights_folder(repo, make_params):
+def test_no_weights_gives_an_empty_listing(repo, make_params):
     download.run(make_params(source="bundled"))
-    assert (repo / "data/downloads/weights").is_dir()
-    assert list((repo / "data/downloads/weights").iterdir()) == []
+    assert [p.name for p in (repo / "data/downloads/weights").iterdir()] == ["weights.json"]
+    assert json.loads((repo / "data/downloads/weights/weights.json").read_text()) == {}

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 import workspace
 from expocorr.tables import read_csv
-from expocorr.train import TrainError, pick_device
+from expocorr.inference import MethodError, pick_device
 
 pytestmark = pytest.mark.slow
 
@@ -179,5 +179,5 @@ def test_device_selection():
     assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else
                                         "mps" if torch.backends.mps.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(TrainError, match="train.common.device"):
+        with pytest.raises(MethodError, match="CUDA is not available"):
             pick_device("cuda")

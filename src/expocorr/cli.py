@@ -20,6 +20,8 @@ STAGES = {
     "render": ("expocorr.render", "synthesise exposure errors into data/rendered/"),
     "split": ("expocorr.split", "split data/rendered/manifest.csv by scene into data/splits/"),
     "train": ("expocorr.train", "train one model (--model NAME) into models/NAME/"),
+    "evaluate": ("expocorr.evaluate", "evaluate one method (--method NAME) on the test split into metrics/"),
+    "report": ("expocorr.report", "build reports/report.{md,html}, figures/ and leaderboard.json from metrics/"),
 }
 
 
@@ -32,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--log", metavar="FILE", help="also write the log to FILE")
         if name == "train":
             p.add_argument("--model", required=True, help="a name from train.models")
+        if name == "evaluate":
+            p.add_argument("--method", required=True, help="a trained model or a baseline")
     return parser
 
 
@@ -52,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage == "train":
             stage.relaunch_distributed(loaded, sys.argv[1:] if argv is None else argv)
             stage.run(loaded, args.model)
+        elif args.stage == "evaluate":
+            stage.run(loaded, args.method)
         else:
             stage.run(loaded)
     except (UserError, FileNotFoundError) as exc:

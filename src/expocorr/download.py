@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import shutil
@@ -235,11 +236,17 @@ def _collect_archives(archives: dict[str, dict], dest: Path, params: dict) -> tu
 
 
 def fetch_weights(weights: dict[str, dict], cache_dir: str) -> None:
-    """Fetch each `data.weights` entry (e.g. torchvision VGG checkpoints) to data/downloads/weights/NAME.pth."""
+    """Fetch each `data.weights` entry (e.g. torchvision VGG checkpoints) to data/downloads/weights/NAME.pth,
+    listed with its URL and sha256 in data/downloads/weights/weights.json (written even when empty)."""
+    listing = {}
     with atomic_dir(WEIGHTS) as tmp:
         for name, spec in weights.items():
-            shutil.copyfile(fetch(spec["url"], spec["sha256"], cache_dir), tmp / f"{name}.pth")
-            log.info("download: weights %s -> %s", name, WEIGHTS / f"{name}.pth")
+            path = fetch(spec["url"], spec["sha256"], cache_dir)
+            shutil.copyfile(path, tmp / f"{name}.pth")
+            listing[name] = {"path": (WEIGHTS / f"{name}.pth").as_posix(), "url": spec["url"],
+                             "sha256": pooch.file_hash(str(path))}
+            log.info("download: weights %s -> %s", name, listing[name]["path"])
+        (tmp / "weights.json").write_text(json.dumps(listing, indent=2) + "\n")
 
 
 def run(params: dict) -> None:

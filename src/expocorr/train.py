@@ -33,6 +33,7 @@ from tqdm import tqdm
 import expocorr
 from expocorr.errors import UserError
 from expocorr import models, split, tracking
+from expocorr.inference import MethodError, pick_device, run_model
 from expocorr.atomic import atomic_path, write_text
 from expocorr.images import read_rgb, to_uint8
 from expocorr.metrics import psnr, ssim
@@ -60,23 +61,6 @@ def checkpoint_path(name: str) -> Path:
 
 
 # ---------------------------------------------------------------- devices and processes
-
-
-def pick_device(requested: str, local_rank: int = 0) -> torch.device:
-    """`auto` picks cuda > mps > cpu; under torchrun each rank takes cuda:LOCAL_RANK."""
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(requested)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainError(f"train.common.device: {requested!r} asked for but CUDA is not available")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
 
 
 class Dist:
@@ -181,15 +165,6 @@ def _digest(paths: list[Path]) -> str:
 # ---------------------------------------------------------------- validation
 
 
-@torch.no_grad()
-def predict(model: nn.Module, rgb: np.ndarray, device: torch.device) -> np.ndarray:
-    """Run `model` on one float RGB image (H×W×3 in [0, 1]) and return the same."""
-    x = _to_tensor(rgb.astype(np.float32)).unsqueeze(0).to(device)
-    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=device.type == "cuda"):
-        y = model(x)
-    return y.float().clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
-
-
 def validate(model: nn.Module, rows: list[dict], device: torch.device) -> dict[str, float]:
     """Mean PSNR/SSIM of the model and of the identity (input as output) on full val images.
 
@@ -202,7 +177,7 @@ def validate(model: nn.Module, rows: list[dict], device: torch.device) -> dict[s
         image, reference = read_rgb(row["input"]), to_uint8(read_rgb(row["reference"]))
         if np.array_equal(to_uint8(image), reference):
             continue
-        output = to_uint8(predict(model, image, device))
+        output = to_uint8(run_model(model, image, device))
         scores["val_psnr"].append(psnr(output, reference))
         scores["val_ssim"].append(ssim(output, reference))
         scores["val_psnr_identity"].append(psnr(to_uint8(image), reference))
@@ -219,7 +194,7 @@ def sample_grid(model: nn.Module, rows: list[dict], device: torch.device, n: int
     lines = []
     for row in rows[:n]:
         image, reference = read_rgb(row["input"]), read_rgb(row["reference"])
-        tiles = [image, predict(model, image, device), reference]
+        tiles = [image, run_model(model, image, device), reference]
         w = max(1, round(side * image.shape[1] / image.shape[0]))
         lines.append(np.concatenate([cv2.resize(t, (w, side), interpolation=cv2.INTER_AREA) for t in tiles], 1))
     width = max(line.shape[1] for line in lines)
@@ -274,7 +249,10 @@ def run(params: dict, name: str) -> None:
 
 def _train(params: dict, name: str, proc: Dist) -> None:
     common, cfg = params["train"]["common"], params["train"][name]
-    device = pick_device(common["device"], proc.local_rank)
+    try:
+        device = pick_device(common["device"], proc.local_rank)
+    except MethodError as exc:
+        raise TrainError(f"train.common.device: {exc}") from None
     proc.init(device)
     if device.type == "cuda":
         torch.cuda.set_device(device)

@@ -17,6 +17,9 @@ expocorr_params.validate(config, "params.yaml")
 
 SPLITS = ["train", "val", "test"]
 MODELS = config["train"]["models"]
+BASELINES = config["evaluate"]["baselines"]
+METHODS = MODELS + BASELINES
+
 
 wildcard_constraints:
     model="|".join(MODELS) or "NO_MODEL",

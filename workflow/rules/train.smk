@@ -5,6 +5,7 @@ rule train:
     input:
         "data/splits/train.csv",
         "data/splits/val.csv",
+        "data/rendered/images",
         "data/downloads/weights",
         "src/expocorr/train.py",
         "src/expocorr/models/{model}.py",

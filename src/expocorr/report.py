@@ -1,0 +1,947 @@
+"""Stage `report`: metrics/, the train logs and the example outputs -> reports/report.{md,html},
+reports/figures/ and reports/leaderboard.json.
+
+Reads only ``report.*`` and files: ``metrics/NAME.json`` and ``metrics/NAME_per_image.csv`` (the
+evaluate stage's), ``models/*/train_log.csv`` (optional), the example images the metrics JSONs name
+(``results/NAME/*.png`` and their inputs and references) and ``reports/bench/infer_latency.json``
+(optional). The Markdown and the HTML are rendered from one list of blocks, so they say the same
+thing; the HTML is self-contained (figures as base64 data URIs, inline CSS). Nothing is invented:
+a metric the evaluate stage did not compute is shown as "not computed".
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from expocorr.atomic import atomic_dir, write_text
+from expocorr.errors import UserError
+from expocorr.images import ImageError, read_rgb, resize_max_side, to_uint8
+from expocorr.tables import read_csv
+
+log = logging.getLogger(__name__)
+
+METRICS = Path("metrics")
+MODELS = Path("models")
+RESULTS = Path("results")
+LATENCY = Path("reports/bench/infer_latency.json")
+OUT = Path("reports")
+FIGURES = OUT / "figures"
+
+NOT_COMPUTED = "not computed"
+NO_VALUE = "—"
+SCORES = ("psnr", "ssim", "delta_e2000")
+HIST = ("hist_luminance", "hist_contrast", "hist_saturation")
+OTHER_METRICS = ("psnr_y", "ssim_y", "brisque", "niqe", "lpips", "pi", "inception_score")
+LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "delta_e2000": "ΔE2000", "hist_luminance": "hist lum",
+          "hist_contrast": "hist con", "hist_saturation": "hist sat", "psnr_y": "PSNR-Y (dB)", "ssim_y": "SSIM-Y",
+          "brisque": "BRISQUE", "niqe": "NIQE", "lpips": "LPIPS", "pi": "PI", "inception_score": "Inception score"}
+DIGITS = {"psnr": 2, "ssim": 4, "delta_e2000": 2, "psnr_y": 2, "ssim_y": 4}
+THUMB = 256           # long side of the qualitative-grid thumbnails (px)
+LUMA_BINS = 64
+LUMA = np.array([0.299, 0.587, 0.114])
+
+
+class ReportError(UserError, ValueError):
+    """The report cannot be built from what is on disk; the message names the folder or file."""
+
+
+# --- inputs --------------------------------------------------------------------------------------
+
+
+def number(value) -> float | None:
+    """`value` as a float when it is a number (bools and "not computed" strings are not)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _ev_key(ev) -> float | None:
+    """An EV as a dict key (4 decimals, no -0.0), or None when it is not a number."""
+    value = _float(ev)
+    return None if value is None else round(value, 4) + 0.0
+
+
+@dataclass
+class Method:
+    """One metrics/NAME.json, with its per-image table when there is one."""
+
+    name: str
+    kind: str
+    oracle: bool
+    data: dict
+    source: Path
+    per_image: list[dict] = field(default_factory=list)
+
+    @property
+    def cap(self) -> float | None:
+        return number(self.data.get("psnr_cap"))
+
+    @property
+    def overall(self) -> dict:
+        return self.data.get("overall") or {}
+
+    def score(self, key: str, group: dict | None = None):
+        """A number, or NOT_COMPUTED for a missing, null or "not computed" value."""
+        value = (self.overall if group is None else group).get(key)
+        return value if number(value) is not None else NOT_COMPUTED
+
+    @property
+    def per_ev(self) -> dict[float, dict]:
+        out = {}
+        for key, value in (self.data.get("per_ev") or {}).items():
+            if _ev_key(key) is None:
+                raise ReportError(f"{self.source}: per_ev key {key!r} is not an EV number")
+            out[_ev_key(key)] = value or {}
+        return dict(sorted(out.items()))
+
+    @property
+    def examples(self) -> list[dict]:
+        return [e for e in self.data.get("examples") or [] if isinstance(e, dict) and _ev_key(e.get("ev")) is not None]
+
+    @property
+    def worst(self) -> dict | None:
+        worst = self.data.get("worst")
+        return worst if isinstance(worst, dict) and "scene" in worst and _ev_key(worst.get("ev")) is not None else None
+
+    def image_psnr(self, scene: str, ev, reference: str | None = None):
+        """PSNR of one test image from metrics/NAME_per_image.csv (the row with that reference if several)."""
+        rows = [r for r in self.per_image if r.get("scene") == scene and _ev_key(r.get("ev")) == _ev_key(ev)]
+        rows = [r for r in rows if r.get("reference") == reference] or rows
+        return number(_float(rows[0].get("psnr"))) if rows else None
+
+
+def _float(text) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def load_methods(folder: Path = METRICS) -> list[Method]:
+    """Every metrics/NAME.json (and its NAME_per_image.csv when present)."""
+    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if not files:
+        raise ReportError(f"{folder}/: no metrics files ({folder}/NAME.json); run the evaluate stage first")
+    methods: dict[str, Method] = {}
+    for path in files:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ReportError(f"{path}: not a readable metrics JSON: {exc}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("overall"), dict):
+            raise ReportError(f"{path}: not a metrics file of the evaluate stage (no 'overall' section)")
+        name = str(data.get("method") or path.stem)
+        if name in methods:
+            raise ReportError(f"{path}: method {name!r} is also in {methods[name].source}")
+        kind = data.get("kind") if data.get("kind") in ("model", "baseline") else "baseline"
+        method = Method(name, kind, bool(data.get("oracle")), data, path)
+        table = folder / f"{path.stem}_per_image.csv"
+        if table.exists():
+            method.per_image = read_csv(table)
+        methods[name] = method
+    return sorted(methods.values(), key=_rank_key)
+
+
+def _rank_key(method: Method):
+    psnr = number(method.overall.get("psnr"))
+    return (psnr is None, -(psnr if psnr is not None else 0.0), method.name)
+
+
+def load_latency(path: Path = LATENCY) -> dict[str, dict]:
+    """Method -> the benchmark entry to quote: its CPU run on the most megapixels, else its largest run."""
+    if not path.exists():
+        return {}
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))["results"]
+        entries = [{"method": str(r["method"]), "device": str(r["device"]), "megapixels": float(r["megapixels"]),
+                    "seconds": float(r["seconds"])} for r in results]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ReportError(f"{path}: expected {{'results': [{{method, device, megapixels, seconds, ...}}]}}: "
+                          f"{type(exc).__name__}: {exc}") from None
+    chosen: dict[str, dict] = {}
+    for entry in entries:
+        if entry["megapixels"] <= 0:
+            continue
+        rank = (entry["device"] == "cpu", entry["megapixels"])
+        best = chosen.get(entry["method"])
+        if best is None or rank > (best["device"] == "cpu", best["megapixels"]):
+            chosen[entry["method"]] = entry
+    return chosen
+
+
+def load_train_logs(folder: Path = MODELS) -> dict[str, dict[str, np.ndarray]]:
+    """Model -> column -> values of models/NAME/train_log.csv (blank cells are NaN)."""
+    logs = {}
+    for path in sorted(folder.glob("*/train_log.csv")):
+        rows = read_csv(path)
+        if not rows:
+            continue
+        if "epoch" not in rows[0]:
+            raise ReportError(f"{path}: no 'epoch' column; not a train log of the train stage")
+        logs[path.parent.name] = {
+            column: np.array([_float(r.get(column)) if _float(r.get(column)) is not None else np.nan for r in rows])
+            for column in rows[0]
+        }
+    return logs
+
+
+# --- tables --------------------------------------------------------------------------------------
+
+
+def fmt(value, digits: int = 3, cap: float | None = None) -> str:
+    if isinstance(value, str):
+        return value
+    value = number(value)
+    if value is None:
+        return NOT_COMPUTED
+    text = f"{value:.{digits}f}"
+    return f"{text} (cap)" if cap is not None and value >= cap else text
+
+
+def kind_label(method: Method) -> str:
+    return f"{method.kind} (oracle)" if method.oracle else method.kind
+
+
+def leaderboard(methods: list[Method], latency: dict[str, dict]) -> list[dict]:
+    """One row per method, best headline PSNR first: the values as read (numbers or "not computed")."""
+    rows = []
+    for rank, m in enumerate(methods, 1):
+        if m.name in latency:
+            bench = latency[m.name]
+            seconds = bench["seconds"] / bench["megapixels"]
+            source = f"{LATENCY} ({bench['device']}, {bench['megapixels']:g} MP)"
+        else:
+            seconds, source = m.score("seconds_per_megapixel", m.data), str(m.source)
+        n_parameters = m.data.get("n_parameters")
+        rows.append({
+            "rank": rank, "method": m.name, "kind": m.kind, "oracle": m.oracle,
+            **{key: m.score(key) for key in (*SCORES, *HIST)},
+            "n_parameters": (int(n_parameters) if number(n_parameters) is not None else NOT_COMPUTED)
+            if m.kind == "model" else None,
+            "seconds_per_megapixel": seconds, "seconds_per_megapixel_source": source,
+            "n_images": m.data.get("n_images"), "headline_reference": m.data.get("headline_reference"),
+        })
+    return rows
+
+
+def _leaderboard_table(rows: list[dict], methods: list[Method], latency: dict) -> Table:
+    headers = ["#", "method", "kind", "PSNR (dB)", "SSIM", "ΔE2000", "hist lum", "hist con", "hist sat", "params",
+               "s / MP"]
+    body = []
+    for row, m in zip(rows, methods):
+        params_cell = NO_VALUE if row["n_parameters"] is None else (
+            row["n_parameters"] if isinstance(row["n_parameters"], str) else f"{row['n_parameters']:,}")
+        value = number(row["seconds_per_megapixel"])
+        seconds = NOT_COMPUTED if value is None else f"{value:.3g}"  # 3 significant digits: 0.000123 .. 123
+        if m.name in latency and seconds != NOT_COMPUTED:
+            seconds += f" ({latency[m.name]['device']})"
+        body.append([str(row["rank"]), row["method"], kind_label(m),
+                     fmt(row["psnr"], 2, m.cap), fmt(row["ssim"], 4),
+                     fmt(row["delta_e2000"], 2), *(fmt(row[k], 3) for k in HIST), params_cell, seconds])
+    return Table(headers, body, id="leaderboard")
+
+
+def _other_metrics_table(methods: list[Method]) -> Table:
+    shown = {*SCORES, *HIST}
+    extra = sorted({k for m in methods for k in m.overall if k not in shown and k not in OTHER_METRICS and k != "n"})
+    keys = [*OTHER_METRICS, *extra]
+    return Table(["method", *(LABELS.get(k, k) for k in keys)],
+                 [[m.name, *(fmt(m.score(k), DIGITS.get(k, 3)) for k in keys)] for m in methods], id="other-metrics")
+
+
+def _per_ev_table(methods: list[Method], evs: list[float]) -> Table:
+    body = [[m.name, *(_pair(m.per_ev.get(ev, {}), m.cap) for ev in evs)] for m in methods]
+    return Table(["method", *(f"EV {ev_label(ev)}" for ev in evs)], body, caption="PSNR (dB) / SSIM per EV",
+                 id="per-ev")
+
+
+def _pair(group: dict, cap: float | None) -> str:
+    psnr, ssim = number(group.get("psnr")), number(group.get("ssim"))
+    if psnr is None and ssim is None:
+        return NOT_COMPUTED
+    return f"{fmt(psnr, 2, cap)} / {fmt(ssim, 4)}"
+
+
+def _groups_table(methods: list[Method]) -> Table:
+    groups = ("under", "zero", "over")
+    body = [[m.name, *(_pair(m.data.get(g) or {}, m.cap) for g in groups),
+             *(str(int(m.data[g]["n"])) if number((m.data.get(g) or {}).get("n")) is not None else NO_VALUE
+               for g in groups)] for m in methods]
+    return Table(["method", "under (EV < 0)", "zero (EV = 0)", "over (EV > 0)", "n under", "n zero", "n over"], body,
+                 caption="PSNR (dB) / SSIM per exposure group", id="groups")
+
+
+def _reference_tables(methods: list[Method]) -> list[Block]:
+    several = [m for m in methods if len(m.data.get("references") or {}) > 1]
+    if not several:
+        return []
+    names: list[str] = []
+    for m in several:
+        for ref in m.data["references"]:
+            if ref not in names:
+                names.append(ref)
+    headline = {m.data.get("headline_reference") for m in several}
+    names = sorted(names, key=lambda r: (r not in headline, r))
+    blocks: list[Block] = [
+        Heading("Per reference"),
+        Para("Methods scored against several references (e.g. MSEC's experts a–e): overall means per reference."),
+    ]
+    for key in SCORES:
+        body = []
+        for m in several:
+            refs = m.data["references"]
+            body.append([m.name, *(fmt(m.score(key, (refs.get(r) or {}).get("overall") or {}), DIGITS[key])
+                                   if r in refs else NO_VALUE for r in names)])
+        blocks.append(Table(["method", *(f"{r} (headline)" if r in headline else r for r in names)], body,
+                            caption=f"{LABELS[key]} per reference", id=f"per-reference-{key}"))
+    return blocks
+
+
+def _training_table(logs: dict[str, dict[str, np.ndarray]]) -> Table:
+    body = []
+    for name, columns in logs.items():
+        epochs, psnr = columns["epoch"], columns.get("val_psnr")
+        best = ("not logged", NO_VALUE)
+        if psnr is not None and np.isfinite(psnr).any():
+            i = int(np.nanargmax(psnr))
+            best = (f"{psnr[i]:.2f}", f"{epochs[i]:g}")
+        identity = columns.get("val_psnr_identity")
+        identity_cell = (f"{identity[np.isfinite(identity)][-1]:.2f}" if identity is not None
+                         and np.isfinite(identity).any() else "not logged")
+        seconds = columns.get("seconds")
+        seconds_cell = f"{np.nansum(seconds):.1f}" if seconds is not None and np.isfinite(seconds).any() else NO_VALUE
+        body.append([name, str(len(epochs)), *best, identity_cell, seconds_cell])
+    return Table(["model", "epochs run", "best val PSNR (dB)", "at epoch", "identity val PSNR (dB)", "train seconds"],
+                 body, id="training")
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+
+def ev_label(ev: float) -> str:
+    return "0" if ev == 0 else f"{ev:+g}".replace("-", "−")
+
+
+def method_colors(names: list[str]) -> dict[str, tuple]:
+    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
+
+
+def _style(method: Method) -> dict:
+    return {"linestyle": "--"} if method.oracle else {}
+
+
+def figure_per_ev(methods: list[Method], colors: dict) -> Figure | None:
+    """PSNR and SSIM against EV, a line per method. PSNRs at the cap (identical images) are drawn as ▲ on
+    the top edge, so that one capped EV does not flatten every other curve."""
+    evs = sorted({ev for m in methods for ev in m.per_ev})
+    if not evs:
+        return None
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    for ax, key in zip(fig.subplots(1, 2), ("psnr", "ssim")):
+        series = []
+        for m in methods:
+            ys = np.array([number((m.per_ev.get(ev) or {}).get(key)) for ev in evs], dtype=float)  # None -> nan
+            capped = np.zeros(len(evs), bool) if key != "psnr" or m.cap is None else ys >= m.cap
+            series.append((m, ys, capped))
+        plain = np.concatenate([ys[~capped] for _, ys, capped in series])
+        plain = plain[np.isfinite(plain)]
+        any_capped = any(capped.any() for _, _, capped in series)
+        top = None
+        if any_capped and plain.size:
+            top = plain.max() + 0.12 * max(np.ptp(plain), 1.0)
+        for m, ys, capped in series:
+            shown = np.where(capped, top, ys) if top is not None else ys
+            ax.plot(evs, shown, marker="o", color=colors[m.name], label=kind_name(m), **_style(m))
+            if top is not None and capped.any():
+                ax.plot(np.array(evs)[capped], shown[capped], linestyle="none", marker="^", markersize=9,
+                        color=colors[m.name], clip_on=False)
+        if top is not None:
+            bottom = plain.min() - 0.05 * max(np.ptp(plain), 1.0)
+            ax.set_ylim(bottom, top)
+        ax.set_xlabel("EV (stops)")
+        ax.set_ylabel(LABELS[key])
+        ax.set_xticks(evs, [ev_label(ev) for ev in evs])
+        ax.axvline(0, color="0.7", linewidth=0.8, zorder=0)
+        ax.grid(alpha=0.3)
+        title = f"{LABELS[key].split(' ')[0]} per EV"
+        if top is not None:
+            caps = sorted({m.cap for m, _, capped in series if capped.any()})
+            title += f"\n(▲ on the top edge: at the PSNR cap, {' / '.join(f'{c:g}' for c in caps)} dB)"
+        ax.set_title(title, fontsize=10)
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    return fig
+
+
+def kind_name(method: Method) -> str:
+    return f"{method.name} (oracle)" if method.oracle else method.name
+
+
+def figure_under_over(methods: list[Method]) -> Figure | None:
+    if not any(m.data.get("under") or m.data.get("over") for m in methods):
+        return None
+    fig = Figure(figsize=(max(7.0, 0.75 * len(methods) + 3), 7.5), layout="constrained")
+    x = np.arange(len(methods))
+    for ax, key in zip(fig.subplots(2, 1), ("psnr", "ssim")):
+        values = []
+        for offset, group, color in ((-0.2, "under", "#3b6fb6"), (0.2, "over", "#e08a2c")):
+            ys = [number((m.data.get(group) or {}).get(key)) for m in methods]
+            bars = ax.bar(x + offset, [0 if y is None else y for y in ys], width=0.4, color=color,
+                          label=f"{group}-exposed (EV {'<' if group == 'under' else '>'} 0)")
+            for bar, y in zip(bars, ys):
+                if y is None:
+                    ax.annotate(NOT_COMPUTED, (bar.get_x() + bar.get_width() / 2, 0), rotation=90, fontsize=6,
+                                ha="center", va="bottom")
+            values += [y for y in ys if y is not None]
+        ax.set_xticks(x, [kind_name(m) for m in methods], rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(LABELS[key])
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_title(f"{LABELS[key].split(' ')[0]}: under- vs over-exposed inputs")
+        if key == "ssim" and values and min(values) > 0.5:  # zoom in on the top of the SSIM scale
+            ax.set_ylim(math.floor(min(values) * 20 - 1) / 20, 1.0)
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncols=2, fontsize=8)
+    return fig
+
+
+def figure_per_image(methods: list[Method]) -> Figure | None:
+    data = [(m, [v for v in (_float(r.get("psnr")) for r in m.per_image) if v is not None]) for m in methods]
+    data = [(m, values) for m, values in data if values]
+    if not data:
+        return None
+    fig = Figure(figsize=(9, 0.45 * len(data) + 1.4), layout="constrained")
+    ax = fig.subplots()
+    ax.boxplot([values for _, values in data][::-1], vert=False, widths=0.6)
+    ax.set_yticks(range(1, len(data) + 1), [kind_name(m) for m, _ in data][::-1])
+    ax.set_xlabel(LABELS["psnr"])
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("PSNR per test image")
+    return fig
+
+
+def figure_training(logs: dict[str, dict[str, np.ndarray]], colors: dict) -> Figure | None:
+    if not logs:
+        return None
+    fig = Figure(figsize=(11, 2.4 * len(logs) + 0.4), layout="constrained")
+    axes = fig.subplots(len(logs), 2, squeeze=False)
+    for (name, columns), (ax_psnr, ax_loss) in zip(logs.items(), axes):
+        epochs, color = columns["epoch"], colors.get(name, "C0")
+        if "val_psnr" in columns:
+            ax_psnr.plot(epochs, columns["val_psnr"], marker="o", color=color, label=f"{name} (val)")
+        if "val_psnr_identity" in columns:
+            ax_psnr.plot(epochs, columns["val_psnr_identity"], linestyle="--", color="0.4", label="identity (input)")
+        ax_psnr.set_title(f"{name}: validation PSNR", fontsize=10)
+        ax_psnr.set_ylabel("PSNR (dB)")
+        if ax_psnr.lines:
+            ax_psnr.legend(fontsize=7)
+        if "train_loss" in columns:
+            ax_loss.plot(epochs, columns["train_loss"], marker="o", color=color)
+        ax_loss.set_title(f"{name}: training loss", fontsize=10)
+        ax_loss.set_ylabel("loss")
+        for ax in (ax_psnr, ax_loss):
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            if not ax.lines:
+                ax.text(0.5, 0.5, "not logged", transform=ax.transAxes, ha="center", va="center", color="0.5")
+    return fig
+
+
+class Images:
+    """Thumbnails and luma histograms of the example images, each file read once."""
+
+    def __init__(self):
+        self.thumbs: dict[str, np.ndarray | None] = {}
+        self.hists: dict[str, np.ndarray | None] = {}
+        self.missing: list[str] = []
+
+    def _load(self, path: str) -> None:
+        if path in self.thumbs:
+            return
+        try:
+            rgb = to_uint8(read_rgb(path))
+        except ImageError as exc:
+            log.warning("report: %s", exc)
+            self.missing.append(path)
+            self.thumbs[path] = self.hists[path] = None
+            return
+        luma = rgb.astype(np.float64) @ LUMA
+        self.hists[path] = np.histogram(luma, bins=LUMA_BINS, range=(0.0, 256.0))[0]
+        self.thumbs[path] = to_uint8(resize_max_side(rgb.astype(np.float32) / 255.0, THUMB))
+
+    def thumb(self, path: str | None) -> np.ndarray | None:
+        if not path:
+            return None
+        self._load(path)
+        return self.thumbs[path]
+
+    def hist(self, path: str) -> np.ndarray | None:
+        self._load(path)
+        return self.hists[path]
+
+
+@dataclass
+class GridRow:
+    label: str
+    input: str | None
+    reference: str | None
+    cells: dict[str, tuple[str | None, float | None]]
+    highlight: str | None = None
+
+
+def grid_rows(methods: list[Method], max_examples: int) -> list[GridRow]:
+    """Example rows (the same (scene, EV) for every method, evenly spread over EV), then each model's worst case."""
+    indexes = {m.name: {(e.get("scene"), _ev_key(e.get("ev"))): e for e in m.examples} for m in methods}
+    with_examples = [ix for ix in indexes.values() if ix]
+    keys = set.intersection(*(set(ix) for ix in with_examples)) if with_examples else set()
+    if not keys:
+        keys = {k for ix in with_examples for k in ix}
+    keys = sorted(keys, key=lambda k: (k[1], str(k[0])))
+    if len(keys) > max_examples:
+        keys = [keys[i] for i in sorted({round(i) for i in np.linspace(0, len(keys) - 1, max_examples)})]
+    rows = [_grid_row(methods, indexes, key, f"{key[0]}\nEV {ev_label(key[1])}") for key in keys]
+    for m in methods:
+        if m.kind == "model" and m.worst is not None:
+            key = (m.worst.get("scene"), _ev_key(m.worst["ev"]))
+            row = _grid_row(methods, indexes, key, f"worst of\n{m.name}\n{key[0]}\nEV {ev_label(key[1])}", m)
+            rows.append(row)
+    return rows
+
+
+def _grid_row(methods: list[Method], indexes: dict, key: tuple, label: str, worst_of: Method | None = None) -> GridRow:
+    known = [ix[key] for ix in indexes.values() if key in ix] + ([worst_of.worst] if worst_of else [])
+    reference = next((e.get("reference") for e in known if e.get("reference")), None)
+    cells = {}
+    for m in methods:
+        entry = worst_of.worst if worst_of is m else indexes[m.name].get(key)
+        if entry is None and m.worst is not None and (m.worst.get("scene"), _ev_key(m.worst["ev"])) == key:
+            entry = m.worst
+        if entry is not None:
+            output, psnr = entry.get("output"), number(entry.get("psnr"))
+        else:  # the evaluate stage names every saved output <scene>_<ev name>.png in results/NAME/
+            output, psnr = None, None
+            for e in known:
+                candidate = RESULTS / m.name / Path(str(e.get("output", ""))).name
+                if e.get("output") and candidate.is_file():
+                    output = candidate.as_posix()
+                    break
+        if output and psnr is None:
+            psnr = m.image_psnr(key[0], key[1], reference)
+        cells[m.name] = (output, psnr)
+    return GridRow(label, next((e.get("input") for e in known if e.get("input")), None), reference, cells,
+                   worst_of.name if worst_of else None)
+
+
+def figure_grid(rows: list[GridRow], methods: list[Method], images: Images) -> Figure | None:
+    if not rows:
+        return None
+    columns = ["input", *(m.name for m in methods), "reference"]
+    # Laid out in inches: every cell as wide as the others and as tall as its row's image, a strip under it.
+    cell_w, gap, strip, top = 1.7, 0.06, 0.3, 0.35
+    left = max(0.9, 0.3 + 0.06 * max(len(line) for row in rows for line in row.label.splitlines()))
+    heights = []
+    for row in rows:
+        shape = next((t.shape for t in (images.thumb(row.reference), images.thumb(row.input)) if t is not None), None)
+        heights.append(cell_w * (shape[0] / shape[1] if shape else 0.75))
+    width = left + len(columns) * (cell_w + gap)
+    height = top + sum(h + strip for h in heights)
+    fig = Figure(figsize=(width, height))
+    y = height - top
+    for i, row in enumerate(rows):
+        y -= heights[i]
+        axes = [fig.add_axes((((left + j * (cell_w + gap)) / width), y / height, cell_w / width, heights[i] / height))
+                for j in range(len(columns))]
+        y -= strip
+        cells = [(row.input, None), *(row.cells[m.name] for m in methods), (row.reference, None)]
+        for j, (path, psnr) in enumerate(cells):
+            ax = axes[j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            thumb = images.thumb(path)
+            if thumb is not None:
+                ax.imshow(thumb, interpolation="lanczos", aspect="auto")
+            else:
+                ax.set_facecolor("0.92")
+                ax.text(0.5, 0.5, "missing" if path else "not saved", transform=ax.transAxes, ha="center",
+                        va="center", fontsize=7, color="0.4")
+            if psnr is not None:
+                ax.set_xlabel(f"{psnr:.2f} dB", fontsize=7, labelpad=2)
+            highlight = row.highlight is not None and columns[j] == row.highlight
+            for spine in ax.spines.values():
+                spine.set_visible(highlight)
+                spine.set_edgecolor("#d62728")
+                spine.set_linewidth(2.5)
+            if i == 0:
+                ax.set_title(columns[j], fontsize=8)
+        axes[0].set_ylabel(row.label, fontsize=7, rotation=0, ha="right", va="center", labelpad=4)
+    return fig
+
+
+def figure_luma(methods: list[Method], images: Images, colors: dict) -> Figure | None:
+    panels = []
+    for m in methods:
+        outputs = [images.hist(e["output"]) for e in m.examples if e.get("output")]
+        refs = [images.hist(r) for r in dict.fromkeys(e.get("reference") for e in m.examples) if r]
+        inputs = [images.hist(r) for r in dict.fromkeys(e.get("input") for e in m.examples) if r]
+        outputs, refs, inputs = ([h for h in hs if h is not None] for hs in (outputs, refs, inputs))
+        if outputs and refs:
+            panels.append((m, _density(outputs), _density(refs), _density(inputs) if inputs else None))
+    if not panels:
+        return None
+    ncols = min(4, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(3.2 * ncols, 2.5 * nrows + 0.3), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    centres = (np.arange(LUMA_BINS) + 0.5) * 256.0 / LUMA_BINS
+    width = 256.0 / LUMA_BINS
+    for ax, (m, out, ref, inp) in zip(axes, panels):
+        ax.bar(centres, ref, width=width, color="0.75", label="references")
+        if inp is not None:
+            ax.step(centres, inp, where="mid", color="0.35", linestyle=":", linewidth=1, label="inputs")
+        ax.step(centres, out, where="mid", color=colors[m.name], linewidth=1.5, label="outputs")
+        ax.set_title(kind_name(m), fontsize=9)
+        ax.set_xlim(0, 256)
+        ax.set_xlabel("luma Y (0–255)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    axes[0].set_ylabel("fraction of pixels", fontsize=8)
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+def _density(hists: list[np.ndarray]) -> np.ndarray:
+    total = np.sum(hists, axis=0).astype(np.float64)
+    return total / max(total.sum(), 1.0)
+
+
+def render_figure(fig: Figure, fmt_name: str, dpi: int) -> bytes:
+    """The figure's bytes; no timestamps, so the same data give the same file."""
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    metadata = {"Date": None} if fmt_name == "svg" else None
+    with matplotlib.rc_context({"svg.hashsalt": "expocorr", "svg.fonttype": "path"}):
+        fig.savefig(buf, format=fmt_name, dpi=dpi, metadata=metadata, facecolor="white")
+    return buf.getvalue()
+
+
+# --- documents -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass
+class Para:
+    text: str  # `code` spans allowed
+
+
+@dataclass
+class Items:
+    items: list[str]
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+    caption: str | None = None
+    id: str | None = None
+
+
+@dataclass
+class FigureBlock:
+    name: str  # file name under reports/figures/
+    caption: str
+
+
+Block = Heading | Para | Items | Table | FigureBlock
+
+
+def to_markdown(blocks: list[Block]) -> str:
+    def cell(text: str) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    parts = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            parts.append(f"{'#' * b.level} {b.text}")
+        elif isinstance(b, Para):
+            parts.append(b.text)
+        elif isinstance(b, Items):
+            parts.append("\n".join(f"- {item}" for item in b.items))
+        elif isinstance(b, Table):
+            lines = [f"*{b.caption}*", ""] if b.caption else []
+            lines.append("| " + " | ".join(cell(h) for h in b.headers) + " |")
+            lines.append("|" + "|".join("---:" if _numeric(h) else "---" for h in b.headers) + "|")
+            lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in b.rows]
+            parts.append("\n".join(lines))
+        elif isinstance(b, FigureBlock):
+            parts.append(f"![{b.caption}](figures/{b.name})\n\n*{b.caption}*")
+    return "\n\n".join(parts) + "\n"
+
+
+def _numeric(header: str) -> bool:
+    return header not in ("method", "kind", "model", "#")
+
+
+CSS = """
+body { font-family: -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; margin: 2rem auto;
+       max-width: 1300px; padding: 0 1.5rem; color: #1d1d1f; line-height: 1.45; background: #fff; }
+h1 { border-bottom: 2px solid #ddd; padding-bottom: .3rem; }
+h2 { margin-top: 2.2rem; border-bottom: 1px solid #eee; padding-bottom: .2rem; }
+table { border-collapse: collapse; margin: .8rem 0 1.2rem; font-size: .9rem; }
+caption { caption-side: top; text-align: left; font-style: italic; padding-bottom: .3rem; }
+th, td { border: 1px solid #d0d0d0; padding: .3rem .6rem; white-space: nowrap; }
+th { background: #f2f4f7; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.nc { color: #888; font-style: italic; }
+tbody tr:nth-child(even) { background: #fafafa; }
+table#leaderboard tbody tr:first-child { background: #eef7ee; font-weight: 600; }
+.scroll { overflow-x: auto; }
+figure { margin: 1rem 0 1.6rem; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { font-size: .9rem; color: #555; margin-top: .3rem; }
+code { background: #f4f4f4; padding: 0 .25rem; border-radius: 3px; font-size: .9em; }
+"""
+
+MIME = {"png": "image/png", "svg": "image/svg+xml"}
+
+
+def _inline(text: str) -> str:
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text, quote=False)).replace("\n", "<br>")
+
+
+def to_html(blocks: list[Block], title: str, figures: dict[str, bytes], fmt_name: str) -> str:
+    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           f"<title>{html.escape(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>"]
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append(f"<h{b.level}>{_inline(b.text)}</h{b.level}>")
+        elif isinstance(b, Para):
+            out.append(f"<p>{_inline(b.text)}</p>")
+        elif isinstance(b, Items):
+            out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b.items) + "</ul>")
+        elif isinstance(b, Table):
+            ident = f' id="{html.escape(b.id)}"' if b.id else ""
+            rows = []
+            for row in b.rows:
+                cells = []
+                for header, value in zip(b.headers, row):
+                    cls = "nc" if value == NOT_COMPUTED else "num" if _numeric(header) else ""
+                    cells.append(f'<td class="{cls}">{_inline(value)}</td>' if cls else f"<td>{_inline(value)}</td>")
+                rows.append("<tr>" + "".join(cells) + "</tr>")
+            caption = f"<caption>{_inline(b.caption)}</caption>" if b.caption else ""
+            out.append(f'<div class="scroll"><table{ident}>{caption}<thead><tr>'
+                       + "".join(f"<th>{_inline(h)}</th>" for h in b.headers)
+                       + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
+        elif isinstance(b, FigureBlock):
+            data = base64.b64encode(figures[b.name]).decode("ascii")
+            out.append(f'<figure id="fig-{html.escape(Path(b.name).stem)}"><img alt="{html.escape(b.caption)}" '
+                       f'src="data:{MIME[fmt_name]};base64,{data}"><figcaption>{_inline(b.caption)}</figcaption>'
+                       "</figure>")
+    out += ["</body>", "</html>"]
+    return "\n".join(out) + "\n"
+
+
+# --- the stage -----------------------------------------------------------------------------------
+
+
+def _protocol(methods: list[Method]) -> list[Block]:
+    caps = sorted({number(m.data.get("psnr_cap")) for m in methods if number(m.data.get("psnr_cap")) is not None})
+    cap_text = (f"PSNR of identical images is capped at {' / '.join(f'{c:g}' for c in caps)} dB "
+                "(`psnr_cap` of the metrics files; a capped value is marked \"(cap)\")"
+                if caps else "the metrics files state no PSNR cap (`psnr_cap`)")
+    return [
+        Heading("Protocol"),
+        Items([
+            ("Every method corrects every test image at full resolution; outputs are 8-bit RGB and are compared "
+             "with the reference (the headline reference when a dataset has several)."),
+            f"PSNR: peak 255, mean squared error over all pixels and channels; {cap_text}.",
+            ("SSIM: MATLAB-compatible (Wang et al. 2004): Gaussian window σ = 1.5, K1 = 0.01, K2 = 0.03, data range "
+             "255, no sample-covariance correction; mean over the RGB channels."),
+            "ΔE2000: CIEDE2000 colour difference, mean over pixels, in CIELAB (D65) via scikit-image.",
+            ("Histogram similarity (hist lum / con / sat): histogram intersection of per-image luminance, contrast "
+             "and saturation distributions, outputs vs references; see `src/expocorr/metrics/histogram.py`."),
+            ("Overall and per-EV values are the evaluate stage's means over test images (`metrics/NAME.json`); "
+             "under = EV < 0, over = EV > 0, zero = EV = 0."),
+            (f"A metric shown as \"{NOT_COMPUTED}\" was not computed by the evaluate stage (e.g. a no-reference "
+             "metric without its weights); no value is substituted."),
+        ]),
+    ]
+
+
+def _capped(methods: list[Method]) -> str:
+    """'name: k of n images' for the methods with per-image PSNRs at the cap ('' when none)."""
+    counts = []
+    for m in methods:
+        values = [_float(r.get("psnr")) for r in m.per_image]
+        hits = sum(1 for v in values if m.cap is not None and v is not None and v >= m.cap)
+        if hits:
+            counts.append(f"{m.name}: {hits} of {len(values)} images")
+    return ", ".join(counts)
+
+
+def _per_method(methods: list[Method], key: str) -> str:
+    return ", ".join(f"{m.name}: {m.data.get(key)}" for m in methods)
+
+
+def build(params: dict) -> tuple[list[Block], dict[str, Figure], list[dict]]:
+    """The report's blocks, its figures (name -> matplotlib Figure) and the leaderboard rows."""
+    cfg = params["report"]
+    methods = load_methods()
+    latency = load_latency()
+    logs = load_train_logs()
+    names = [m.name for m in methods]
+    colors = method_colors(names + sorted(set(logs) - set(names)))
+    logs = dict(sorted(logs.items(), key=lambda kv: (kv[0] not in names, names.index(kv[0]) if kv[0] in names
+                                                     else 0, kv[0])))
+    rows = leaderboard(methods, latency)
+    ext = cfg["figure_format"]
+    images = Images()
+    figures: dict[str, Figure] = {}
+
+    headlines = sorted({str(m.data.get("headline_reference")) for m in methods})
+    n_images = sorted({m.data.get("n_images") for m in methods if number(m.data.get("n_images")) is not None})
+    blocks: list[Block] = [
+        Heading(cfg["title"], 1),
+        Para(f"{len(methods)} method(s) on {' / '.join(str(n) for n in n_images) or 'an unknown number of'} test "
+             f"image(s), headline reference `{'`, `'.join(headlines)}`. Ranked by headline PSNR."),
+    ]
+    if len(n_images) > 1:
+        blocks.append(Para("Warning: the methods were evaluated on different numbers of test images "
+                           f"({_per_method(methods, 'n_images')}); "
+                           "their scores are not directly comparable."))
+    if len(headlines) > 1:
+        blocks.append(Para("Warning: the methods were scored against different headline references "
+                           f"({_per_method(methods, 'headline_reference')})."))
+    blocks += _protocol(methods)
+
+    notes = [f"params: trainable parameters of a model (`n_parameters`); {NO_VALUE} for a baseline."]
+    if any(m.oracle for m in methods):
+        notes.append("oracle: a baseline that looks at the reference (or the true exposure) to correct; an upper "
+                     "bound for its family, not a competitor.")
+    notes.append(f"s / MP: seconds per megapixel, from `{LATENCY}` (its CPU run on the most megapixels; device in "
+                 "brackets) where it has the method, else the evaluate stage's own timing "
+                 "(`seconds_per_megapixel`, the evaluate device)." if latency else
+                 "s / MP: seconds per megapixel measured by the evaluate stage (`seconds_per_megapixel`) on its "
+                 "device; no inference benchmark (`reports/bench/infer_latency.json`) was found.")
+    capped = _capped(methods)
+    if capped:
+        notes.append("Warning: some outputs are identical to their reference and score the PSNR cap "
+                     f"({capped}); such images weigh heavily in a mean PSNR, so compare the per-EV and "
+                     "under / over values too.")
+    blocks += [Heading("Leaderboard"), _leaderboard_table(rows, methods, latency), Items(notes),
+               Heading("Other metrics"), _other_metrics_table(methods)]
+    blocks += _reference_tables(methods)
+
+    blocks.append(Heading("Exposure"))
+    fig = figure_per_ev(methods, colors)
+    if fig is not None:
+        figures[f"per_ev.{ext}"] = fig
+        blocks.append(FigureBlock(f"per_ev.{ext}", "PSNR and SSIM per relative exposure (EV) of the input, one line "
+                                  "per method (oracle baselines dashed)."))
+        blocks.append(_per_ev_table(methods, sorted({ev for m in methods for ev in m.per_ev})))
+    else:
+        blocks.append(Para("No per-EV metrics in the metrics files."))
+    fig = figure_under_over(methods)
+    if fig is not None:
+        figures[f"under_over.{ext}"] = fig
+        blocks.append(FigureBlock(f"under_over.{ext}", "PSNR and SSIM on under-exposed (EV < 0) vs over-exposed "
+                                  "(EV > 0) inputs."))
+        blocks.append(_groups_table(methods))
+
+    fig = figure_per_image(methods)
+    if fig is not None:
+        figures[f"per_image_psnr.{ext}"] = fig
+        blocks += [Heading("Per-image PSNR"),
+                   FigureBlock(f"per_image_psnr.{ext}", "Distribution of PSNR over test images (one point per row of "
+                               "`metrics/NAME_per_image.csv`), best method on top.")]
+
+    blocks.append(Heading("Training"))
+    fig = figure_training(logs, colors)
+    if fig is not None:
+        figures[f"training.{ext}"] = fig
+        blocks += [FigureBlock(f"training.{ext}", "Validation PSNR per epoch (dashed: the identity, i.e. the "
+                               "uncorrected input, on the same validation images) and mean training loss, from "
+                               "`models/NAME/train_log.csv`."), _training_table(logs)]
+    else:
+        blocks.append(Para(f"No training logs (`{MODELS}/NAME/train_log.csv`) found."))
+
+    blocks.append(Heading("Qualitative examples"))
+    rows_grid = grid_rows(methods, cfg["max_examples"])
+    fig = figure_grid(rows_grid, methods, images)
+    if fig is not None:
+        figures[f"qualitative.{ext}"] = fig
+        worst = [r for r in rows_grid if r.highlight]
+        caption = (f"Rows: {len(rows_grid) - len(worst)} test example(s) (the same for every method, up to "
+                   f"`report.max_examples` = {cfg['max_examples']})")
+        caption += (", then each model's worst case by PSNR (its column outlined in red)" if worst else "")
+        caption += "; columns: input, every method (leaderboard order), reference; PSNR under each output."
+        blocks.append(FigureBlock(f"qualitative.{ext}", caption))
+        if worst:
+            blocks.append(Items([f"worst of {r.highlight}: {' '.join(r.label.splitlines()[2:])}, PSNR "
+                                 f"{fmt(r.cells[r.highlight][1], 2)} dB" for r in worst]))
+    else:
+        blocks.append(Para("No example outputs in the metrics files (`examples`, `worst`)."))
+    fig = figure_luma(methods, images, colors)
+    if fig is not None:
+        figures[f"luma_histograms.{ext}"] = fig
+        blocks += [Heading("Luminance histograms"),
+                   FigureBlock(f"luma_histograms.{ext}", f"Luma (Y = 0.299 R + 0.587 G + 0.114 B, {LUMA_BINS} bins) "
+                               "of all example outputs of each method (line) vs their references (grey bars) and "
+                               "inputs (dotted), as fractions of pixels.")]
+    if images.missing:
+        blocks.append(Para("Images named in the metrics files but not found or unreadable (shown as \"missing\"): "
+                           + ", ".join(f"`{p}`" for p in images.missing) + "."))
+
+    inputs = [m.source.as_posix() for m in methods] + [f"{METRICS}/{m.source.stem}_per_image.csv" for m in methods
+                                                        if m.per_image]
+    inputs += [f"{MODELS}/{name}/train_log.csv" for name in logs] + ([LATENCY.as_posix()] if latency else [])
+    blocks += [Heading("Inputs"), Para("This report was built by `expocorr report` from: "
+                                       + ", ".join(f"`{p}`" for p in sorted(inputs)) + ".")]
+    return blocks, figures, rows
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def run(params: dict) -> None:
+    """Write reports/report.md, report.html, leaderboard.json and figures/ from metrics/ and the train logs."""
+    cfg = params["report"]
+    blocks, figures, rows = build(params)
+    rendered = {name: render_figure(fig, cfg["figure_format"], cfg["dpi"]) for name, fig in figures.items()}
+    with atomic_dir(FIGURES) as tmp:
+        os.chmod(tmp, 0o755)
+        for name, data in rendered.items():
+            (tmp / name).write_bytes(data)
+    write_text(OUT / "report.md", to_markdown(blocks))
+    write_text(OUT / "report.html", to_html(blocks, cfg["title"], rendered, cfg["figure_format"]))
+    leader = [{k: _json_safe(v) for k, v in row.items()} for row in rows]
+    write_text(OUT / "leaderboard.json", json.dumps(leader, indent=2, ensure_ascii=False) + "\n")
+    log.info("report: %d method(s), %d figure(s) -> %s, %s", len(rows), len(rendered), OUT / "report.md",
+             OUT / "report.html")

@@ -1,0 +1,27 @@
+# Evaluate stage: one rule per method, `evaluate_<method>`: the models of train.models (each depends
+# on its own model file, so retraining one model re-evaluates only that model) and the baselines of
+# evaluate.baselines (which also read render.* : the oracle inverts the synthesis).
+
+for _method, _depends, _params in [(m, f"models/{m}/model.pt", ["evaluate"]) for m in MODELS] + [
+    (b, "src/expocorr/baselines", ["evaluate", "render"]) for b in BASELINES
+]:
+
+    rule:
+        name:
+            f"evaluate_{_method}"
+        input:
+            "data/splits/test.csv",
+            "data/rendered/images",
+            "src/expocorr/evaluate.py",
+            _depends,
+        output:
+            json=f"metrics/{_method}.json",
+            per_image=f"metrics/{_method}_per_image.csv",
+            results=directory(f"results/{_method}"),
+        params:
+            **{section: config[section] for section in _params},
+        log:
+            f"logs/evaluate_{_method}.log",
+        threads: 1
+        shell:
+            f"expocorr evaluate --method {_method} --params params.yaml --log {{log}}"
