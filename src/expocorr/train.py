@@ -406,7 +406,7 @@ def _finish(name: str, params: dict, model: nn.Module, best: dict, history: list
         "metadata": {
             "best_epoch": best["epoch"], "val_psnr": best["val_psnr"], "val_ssim": best["val_ssim"],
             "val_psnr_identity": identity, "epochs_run": len(history), "device": str(device),
-            "torch": torch.__version__, "expocorr": expocorr.__version__, "git_commit": tracking.git_commit(),
+            "torch": str(torch.__version__), "expocorr": expocorr.__version__, "git_commit": tracking.git_commit(),
             "mlflow_run_id": run_id,
         },
     }
