@@ -108,3 +108,21 @@ def dvc_stages(repo: Path) -> dict[str, dict]:
     )
     stages = json.loads(run([sys.executable, "-c", script], repo).stdout)
     return {name: {k: set(v) if isinstance(v, list) else v for k, v in s.items()} for name, s in stages.items()}
+
+
+def dvc_planned(repo: Path) -> set[str]:
+    """Stages `dvc repro` would run now: those `dvc status` reports changed and every stage downstream
+    of them in DVC's own stage graph."""
+    script = (
+        "import json, sys\n"
+        "import networkx as nx\n"
+        "from dvc.repo import Repo\n"
+        "repo = Repo('.')\n"
+        "changed = set(repo.status())\n"
+        "graph = repo.index.graph  # edges run from a stage to the stages it depends on\n"
+        "names = {s: s.addressing for s in graph.nodes}\n"
+        "out = {names[s] for s in graph.nodes if names[s] in changed or any(names[a] in changed "
+        "for a in nx.descendants(graph, s))}\n"
+        "json.dump(sorted(out), sys.stdout)\n"
+    )
+    return set(json.loads(run([sys.executable, "-c", script], repo).stdout))

@@ -2,6 +2,24 @@
 
 Models are loaded from `models/NAME/model.pt` with ``weights_only=True``; denormal weights are
 flushed to zero on load (they made Zero-DCE many times slower on CPU).
+
+Full resolution (`run_model`, `run_baseline`): an image whose long side is at most
+``DIRECT_MAX_SIDE`` (512 px, the size of the default test split) goes through the method as it is.
+A larger one goes the way each method was designed for (``STRATEGIES``, chosen by the comparison in
+the README, "Correct your own photos"):
+
+* ``guided``: the method runs on a copy downscaled (area) to ``GUIDED_SIDE`` px on the long side
+  and the result is brought to full size by bilateral guided upsampling
+  (`expocorr.guided_upsampling`, Chen et al. 2016) — MSEC, as in its paper (512 px).
+* ``direct``: fully convolutional, run at full resolution — Zero-DCE. To bound memory it runs in
+  tiles whose halo covers the network's receptive field, which gives the full-image result exactly.
+  Zero-DCE++ estimates its curves on the image downscaled by ``zerodce_pp_scale`` (12 from 1200 px
+  on the long side, as its paper does) and applies them at full resolution, in row bands.
+* ``tiled``: overlapping ``TILE``-px tiles, blended with linear ramps over the overlap.
+
+Baselines run as they are up to ``BASELINE_DIRECT_MEGAPIXELS``; beyond it the ones that need
+float64 full-resolution copies (``GUIDED_BASELINES``) use the guided path at ``BASELINE_GUIDED_SIDE``,
+so that a 24-megapixel photo stays within 3 GB.
 """
 
 from __future__ import annotations
@@ -9,16 +27,44 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from expocorr import models
 from expocorr.errors import UserError
+from expocorr.guided_upsampling import guided_upsample
 
 log = logging.getLogger(__name__)
 
 MODELS_DIR = Path("models")
+
+DIRECT_MAX_SIDE = 512  # up to this long side (px) every method runs on the image as it is
+GUIDED_SIDE = 512  # `guided`: the model runs at this long side (MSEC's paper: 512)
+TILE = 512  # `tiled`: tile side (px), and the tile core of Zero-DCE's exact `direct` tiling
+TILE_OVERLAP = 64  # `tiled`: overlap of neighbouring tiles, blended with linear ramps
+# By model name, for images larger than DIRECT_MAX_SIDE (README "Correct your own photos" has the
+# PSNR comparison behind the tiled / guided choices).
+STRATEGIES = {
+    "msec": "guided",
+    "zerodce": "direct",
+    "zerodce_pp": "direct",
+    "exponet": "tiled",
+    "exponet_double": "tiled",
+    "hdr_autoencoder": "tiled",
+    "exposure_gan": "tiled",
+}
+DEFAULT_STRATEGY = "tiled"  # a model registered later and not listed above
+# Receptive-field radius (px) of the fully convolutional models: a tile halo this wide makes tiled
+# inference exact (Zero-DCE: seven 3×3 convolutions).
+RECEPTIVE_RADIUS = {"zerodce": 7}
+ZERODCE_PP_MAX_SCALE = 12  # Zero-DCE++ paper: curves estimated at 1/12 for 1200×900 photos
+
+BASELINE_DIRECT_MEGAPIXELS = 4.0
+GUIDED_BASELINES = {"ev_auto", "mertens", "inverse_synthesis"}  # float64 full-resolution copies: >3 GB at 24 MP
+BASELINE_GUIDED_SIDE = 2048
 
 
 class MethodError(UserError, ValueError):
@@ -85,13 +131,157 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if not n.startswith("discriminator."))
 
 
+def strategy_for(name: str | None, height: int, width: int) -> str:
+    """How model `name` runs on an image of this size: `direct`, `guided` or `tiled` (module docstring)."""
+    if max(height, width) <= DIRECT_MAX_SIDE:
+        return "direct"
+    return STRATEGIES.get(name, DEFAULT_STRATEGY)
+
+
+def zerodce_pp_scale(height: int, width: int) -> int:
+    """Zero-DCE++'s curve-estimation downscale for an image: 1 up to DIRECT_MAX_SIDE, then the long side
+    over 100 (the paper's 12 for 1200×900), at most 12."""
+    side = max(height, width)
+    if side <= DIRECT_MAX_SIDE:
+        return 1
+    return int(min(ZERODCE_PP_MAX_SCALE, max(1, round(side / 100))))
+
+
+def _to_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)).unsqueeze(0).to(device)
+
+
 @torch.no_grad()
-def run_model(model: nn.Module, rgb: np.ndarray, device: torch.device) -> np.ndarray:
-    """The model on one float RGB image (H×W×3 in [0, 1]) at full resolution; returns the same."""
-    x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)).unsqueeze(0).to(device)
+def _forward(model: nn.Module, rgb: np.ndarray, device: torch.device) -> np.ndarray:
+    """The model on the whole of `rgb` (H×W×3 float in [0, 1]), clamped to [0, 1]; float32 H×W×3."""
+    x = _to_tensor(rgb, device)
     with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=device.type == "cuda"):
         y = model(x)
     return y.float().clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+
+
+def _ramp(n: int, overlap: int, start: bool, end: bool) -> np.ndarray:
+    """1-D blending weights of a tile: rising over `overlap` at a shared start, falling at a shared end."""
+    w = np.ones(n, dtype=np.float32)
+    k = min(overlap, n)
+    if k > 0:
+        ramp = (np.arange(k, dtype=np.float32) + 0.5) / k
+        if start:
+            w[:k] = np.minimum(w[:k], ramp)
+        if end:
+            w[-k:] = np.minimum(w[-k:], ramp[::-1])
+    return w
+
+
+def _tile_starts(size: int, tile: int, step: int) -> list[int]:
+    if size <= tile:
+        return [0]
+    starts = list(range(0, size - tile, step))
+    return starts + [size - tile]
+
+
+def run_tiled(model: nn.Module, rgb: np.ndarray, device: torch.device, tile: int = TILE,
+              overlap: int = TILE_OVERLAP) -> np.ndarray:
+    """The model on overlapping `tile`-px tiles, blended with linear ramps over the `overlap`."""
+    h, w = rgb.shape[:2]
+    step = max(1, tile - overlap)
+    out = np.zeros((h, w, 3), dtype=np.float32)
+    weight = np.zeros((h, w, 1), dtype=np.float32)
+    ys, xs = _tile_starts(h, tile, step), _tile_starts(w, tile, step)
+    for y0 in ys:
+        y1 = min(h, y0 + tile)
+        wy = _ramp(y1 - y0, overlap, y0 > 0, y1 < h)
+        for x0 in xs:
+            x1 = min(w, x0 + tile)
+            wx = _ramp(x1 - x0, overlap, x0 > 0, x1 < w)
+            window = (wy[:, None] * wx[None, :])[..., None]
+            out[y0:y1, x0:x1] += window * _forward(model, rgb[y0:y1, x0:x1], device)
+            weight[y0:y1, x0:x1] += window
+    out /= weight
+    return out
+
+
+def run_halo_tiled(model: nn.Module, rgb: np.ndarray, device: torch.device, radius: int,
+                   tile: int = TILE) -> np.ndarray:
+    """A fully convolutional model of receptive-field radius `radius`, tile by tile with a `radius`-px halo:
+    the same result as one pass over the whole image, in bounded memory."""
+    h, w = rgb.shape[:2]
+    out = np.empty((h, w, 3), dtype=np.float32)
+    for y0 in range(0, h, tile):
+        y1 = min(h, y0 + tile)
+        for x0 in range(0, w, tile):
+            x1 = min(w, x0 + tile)
+            ty0, ty1, tx0, tx1 = max(0, y0 - radius), min(h, y1 + radius), max(0, x0 - radius), min(w, x1 + radius)
+            y = _forward(model, rgb[ty0:ty1, tx0:tx1], device)
+            out[y0:y1, x0:x1] = y[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0]
+    return out
+
+
+@torch.no_grad()
+def run_zerodce_pp(model: nn.Module, rgb: np.ndarray, device: torch.device, scale: int,
+                   band_rows: int = 256) -> np.ndarray:
+    """Zero-DCE++ as its paper runs large photos: curves estimated on the image downscaled by `scale`
+    (bilinear, as the official code), upscaled (bilinear) and applied at full resolution in row bands."""
+    h, w = rgb.shape[:2]
+    size = (max(1, int(h / scale)), max(1, int(w / scale)))
+    x = torch.from_numpy(rgb.astype(np.float32, copy=False)).permute(2, 0, 1).unsqueeze(0)
+    small = F.interpolate(x, size=size, mode="bilinear", align_corners=False).to(device)
+    keep, model.scale_factor = model.scale_factor, 1
+    try:
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=device.type == "cuda"):
+            a_low = model.curves(small)
+    finally:
+        model.scale_factor = keep
+    a_low = np.ascontiguousarray(a_low.float()[0].permute(1, 2, 0).cpu().numpy())
+    curves = cv2.resize(a_low, (w, h), interpolation=cv2.INTER_LINEAR)  # half-pixel centres, as F.interpolate
+    out = np.empty((h, w, 3), dtype=np.float32)
+    for r0 in range(0, h, band_rows):
+        band = rgb[r0:r0 + band_rows].astype(np.float32)
+        a = curves[r0:r0 + band_rows]
+        for _ in range(model.iterations):
+            band += a * (band * band - band)
+        out[r0:r0 + band_rows] = np.clip(band, 0.0, 1.0)
+    return out
+
+
+def run_guided(fn, rgb: np.ndarray, side: int) -> np.ndarray:
+    """`fn` (float RGB -> float RGB) on `rgb` downscaled to `side` px, guided-upsampled to full size."""
+    h, w = rgb.shape[:2]
+    scale = side / max(h, w)
+    small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return guided_upsample(rgb, small, fn(small))
+
+
+def run_model(model: nn.Module, rgb: np.ndarray, device: torch.device, strategy: str | None = None) -> np.ndarray:
+    """The model on one float RGB image (H×W×3 in [0, 1]) at full resolution; returns the same (float32).
+
+    `strategy` (`direct`, `guided`, `tiled`) defaults to `strategy_for(model name, image size)`;
+    `direct` on a large image is exact tiling for Zero-DCE and the paper's downscaled curve estimation
+    for Zero-DCE++.
+    """
+    name = getattr(model, "name", None)
+    h, w = rgb.shape[:2]
+    strategy = strategy or strategy_for(name, h, w)
+    if strategy == "guided":
+        return run_guided(lambda small: _forward(model, small, device), rgb, GUIDED_SIDE)
+    if strategy == "tiled":
+        return run_tiled(model, rgb, device)
+    if strategy != "direct":
+        raise ValueError(f"unknown strategy {strategy!r} (direct | guided | tiled)")
+    if name == "zerodce_pp" and zerodce_pp_scale(h, w) > 1:
+        return run_zerodce_pp(model, rgb, device, zerodce_pp_scale(h, w))
+    if name in RECEPTIVE_RADIUS and max(h, w) > TILE:
+        return run_halo_tiled(model, rgb, device, RECEPTIVE_RADIUS[name])
+    return _forward(model, rgb, device)
+
+
+def run_baseline(fn, name: str, rgb: np.ndarray, ctx: dict) -> np.ndarray:
+    """A baseline at full resolution: as it is, or guided from BASELINE_GUIDED_SIDE for the memory-hungry
+    ones on photos above BASELINE_DIRECT_MEGAPIXELS."""
+    h, w = rgb.shape[:2]
+    if name in GUIDED_BASELINES and h * w > BASELINE_DIRECT_MEGAPIXELS * 1e6:
+        return run_guided(lambda small: fn(small, ctx), rgb, BASELINE_GUIDED_SIDE)
+    return fn(rgb, ctx)
 
 
 class Method:
@@ -106,7 +296,10 @@ class Method:
         self.n_parameters, self.oracle, self.settings = n_parameters, oracle, settings or {}
 
     def __call__(self, rgb: np.ndarray, ctx: dict) -> np.ndarray:
-        return np.clip(self.fn(rgb, ctx), 0.0, 1.0).astype(np.float32)
+        out = self.fn(rgb, ctx)
+        if not (isinstance(out, np.ndarray) and out.dtype == np.float32) or np.shares_memory(out, rgb):
+            out = np.array(out, dtype=np.float32)  # a copy: never clip the caller's array in place
+        return np.clip(out, 0.0, 1.0, out=out)  # in place: no second full-resolution copy
 
 
 def load_method(name: str, device: torch.device | str = "cpu", path: str | Path | None = None) -> Method:
@@ -120,6 +313,7 @@ def load_method(name: str, device: torch.device | str = "cpu", path: str | Path 
                       n_parameters=parameter_count(model), settings=checkpoint["params"])
     if name in BASELINES:
         baseline = BASELINES[name]
-        return Method(name, "baseline", baseline.fn, oracle=baseline.oracle)
+        return Method(name, "baseline", lambda rgb, ctx: run_baseline(baseline.fn, name, rgb, ctx),
+                      oracle=baseline.oracle)
     known = sorted(models.MODELS) + sorted(BASELINES)
     raise MethodError(f"unknown method {name!r}; known: {', '.join(known)}")

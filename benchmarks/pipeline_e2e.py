@@ -1,0 +1,87 @@
+"""Wall time of the full default pipeline from scratch, and of a no-op rerun, with both engines.
+
+Copies the repository (tracked and unignored files) into a temporary directory, runs
+`snakemake --cores all --resources gpu=1` (and `dvc repro` in a second copy), then the same command
+again, and writes reports/bench/pipeline_e2e.json.
+
+    python benchmarks/pipeline_e2e.py [--engine snakemake|dvc|both] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from expocorr.atomic import write_text
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "reports/bench/pipeline_e2e.json"
+COMMANDS = {
+    "snakemake": ["snakemake", "--cores", "all", "--resources", "gpu=1"],
+    "dvc": ["dvc", "repro"],
+}
+
+
+def copy_repo(dest: Path) -> Path:
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        src = REPO / name
+        if name.startswith(("tests/", "benchmarks/")) or not (src.exists() or src.is_symlink()):
+            continue
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / name, follow_symlinks=False)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b",
+           "GIT_COMMITTER_EMAIL": "b@b"}
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "bench"]):
+        subprocess.run(cmd, cwd=dest, check=True, env=env)
+    return dest
+
+
+def timed(cmd: list[str], cwd: Path) -> float:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode:
+        sys.exit(f"{' '.join(cmd)} failed in {cwd}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engine", choices=["snakemake", "dvc", "both"], default="both")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary copies")
+    args = parser.parse_args()
+    engines = ["snakemake", "dvc"] if args.engine == "both" else [args.engine]
+    root = Path(tempfile.mkdtemp(prefix="expocorr-e2e-"))
+    results = []
+    for engine in engines:
+        repo = copy_repo(root / engine)
+        full = timed(COMMANDS[engine], repo)
+        noop = timed(COMMANDS[engine], repo)
+        train = sum(float(r["seconds"]) for log in (repo / "models").glob("*/train_log.csv")
+                    for r in csv.DictReader(open(log)))
+        results.append({"engine": engine, "full_run_seconds": round(full, 1), "noop_rerun_seconds": round(noop, 1),
+                        "training_epoch_seconds_total": round(train, 1),
+                        "report": (repo / "reports/report.html").is_file()})
+        print(f"{engine}: full {full:.1f} s, no-op rerun {noop:.1f} s, training epochs {train:.1f} s")
+    report = {"benchmark": "pipeline_e2e", "cpu_count": os.cpu_count(), "machine": platform.machine(),
+              "python": platform.python_version(), "results": results}
+    write_text(OUT, json.dumps(report, indent=2) + "\n")
+    print(f"wrote {OUT}")
+    if not args.keep:
+        shutil.rmtree(root)
+
+
+if __name__ == "__main__":
+    main()
