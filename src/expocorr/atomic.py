@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
@@ -29,6 +30,8 @@ def atomic_path(path: str | Path):
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk or a failing write: name the output, not the temporary
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -49,10 +52,15 @@ def write_text(path: str | Path, text: str) -> None:
 def atomic_dir(path: str | Path):
     """Yield a temporary directory next to `path`; on success it replaces `path`.
 
-    On error the temporary directory is deleted and `path` is left as it was.
+    On error the temporary directory is deleted and `path` is left as it was. Temporaries left by a
+    process that was killed (kill -9 cannot clean up) are removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.old"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:

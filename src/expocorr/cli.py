@@ -23,6 +23,7 @@ STAGES = {
     "evaluate": ("expocorr.evaluate", "evaluate one method (--method NAME) on the test split into metrics/"),
     "report": ("expocorr.report", "build reports/report.{md,html}, figures/ and leaderboard.json from metrics/"),
 }
+CORRECT_HELP = "correct your own photos (files or folders) at full resolution with a model or a baseline"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--model", required=True, help="a name from train.models")
         if name == "evaluate":
             p.add_argument("--method", required=True, help="a trained model or a baseline")
+    # Not a pipeline stage (no --params): correct your own photos with a trained model or a baseline.
+    correct = importlib.import_module("expocorr.correct")
+    p = sub.add_parser("correct", help=CORRECT_HELP, description=correct.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--log", metavar="FILE", help="also write the log to FILE")
+    correct.add_arguments(p)
     return parser
 
 
@@ -51,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.log)
     try:
+        if args.stage == "correct":
+            return importlib.import_module("expocorr.correct").run(args)
         loaded = params.load(args.params)
         stage = importlib.import_module(STAGES[args.stage][0])
         if args.stage == "train":
@@ -60,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             stage.run(loaded, args.method)
         else:
             stage.run(loaded)
-    except (UserError, FileNotFoundError) as exc:
+    except (UserError, OSError) as exc:  # bad input, a missing file, a full disk: one line, no traceback
         logging.getLogger("expocorr").error("%s failed: %s", args.stage, exc)
         return 1
     except Exception:

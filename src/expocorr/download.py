@@ -259,6 +259,10 @@ def run(params: dict) -> None:
             rows = _collect_bundled(tmp)
         elif source in ("folder", "raw"):
             rows, skipped = _collect_folder(Path(data["folder"]).expanduser(), tmp, raw_only=source == "raw")
+        elif source == "stacks":
+            from expocorr import stacks  # imported here: it builds on this module
+
+            rows, skipped = stacks.collect(stacks.source_folder(data), tmp, data["stacks"]["preset"])
         elif source == "url":
             archive = fetch(data["url"], data["sha256"], data["cache_dir"])
             extracted = extract(archive, Path(data["cache_dir"]) / f"{archive.name}.d", data["max_archive_bytes"])

@@ -18,7 +18,7 @@ import mlflow
 import numpy as np
 from tqdm import tqdm
 
-from expocorr import inference, split, tracking
+from expocorr import inference, split, stacks, tracking
 from expocorr.atomic import atomic_dir, write_text
 from expocorr.errors import UserError
 from expocorr.images import read_rgb, to_uint8, write_rgb
@@ -114,6 +114,8 @@ def run(params: dict, method: str) -> None:
         for row in tqdm(rows, desc=f"evaluate {method}", unit="image", disable=None):
             image = read_rgb(row["input"])
             ctx = {"ev": float(row["ev"]), "render": params["render"]}
+            if row.get("stack") and corrector.kind == "baseline":  # exposure stacks: the scene's registered bracket
+                ctx["stack"] = stacks.read_stack(row["stack"])
             t0 = time.perf_counter()
             output = to_uint8(corrector(image, ctx))
             seconds += time.perf_counter() - t0

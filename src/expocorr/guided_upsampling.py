@@ -52,7 +52,7 @@ def _axis_weights(coord: np.ndarray, n_nodes: int) -> tuple[np.ndarray, np.ndarr
     return i0, (coord - i0).astype(np.float32) if n_nodes > 1 else np.zeros(coord.shape, np.float32)
 
 
-def fit_grid(low_in: np.ndarray, low_out: np.ndarray, cell: float = 16.0, bins: int = 8, eps: float = 1e-3,
+def fit_grid(low_in: np.ndarray, low_out: np.ndarray, cell: float = 16.0, bins: int = 8, eps: float = 1e-4,
              smooth: int = 1) -> np.ndarray:
     """The bilateral grid of affine transforms (gh × gw × gd × 3 × 4, float32) mapping `low_in` to `low_out`."""
     _check("low_in", low_in)
@@ -142,7 +142,7 @@ def slice_grid(grid: np.ndarray, full_in: np.ndarray, low_shape: tuple[int, int]
 
 
 def guided_upsample(full_in: np.ndarray, low_in: np.ndarray, low_out: np.ndarray, cell: float = 16.0,
-                    bins: int = 8, eps: float = 1e-3, smooth: int = 1) -> np.ndarray:
+                    bins: int = 8, eps: float = 1e-4, smooth: int = 1) -> np.ndarray:
     """`low_out` (an operator's result on `low_in`, a downscaled `full_in`) brought to `full_in`'s size.
 
     All three are float RGB in [0, 1]; the result is float32 H×W×3 of `full_in`'s size, clipped to [0, 1].

@@ -106,6 +106,11 @@ def flush_denormals(module: nn.Module) -> int:
     return count
 
 
+def _first_lines(text: str, n: int = 2, limit: int = 300) -> str:
+    """The start of a long multi-line message, on one line."""
+    return " ".join(line.strip() for line in text.splitlines()[:n])[:limit]
+
+
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """Build and load a model file written by the train stage; returns (model in eval mode, checkpoint)."""
     path = Path(path)
@@ -113,12 +118,20 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise MethodError(f"{path}: no such model file (run the train stage first)") from None
-    except Exception as exc:  # pickled objects are refused by weights_only=True
-        raise MethodError(f"{path}: not a loadable expocorr model file ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # weights_only=True refuses pickled objects (arbitrary code on load)
+        text = str(exc)
+        if "Unsupported global" in text or "GLOBAL" in text:
+            reason = "it holds pickled Python objects, refused for safety (weights_only=True)"
+        else:
+            reason = "corrupt or not a PyTorch file"
+        raise MethodError(f"{path}: not a loadable expocorr model file: {reason}") from None
     if not isinstance(checkpoint, dict) or not {"model", "arch", "state_dict"} <= checkpoint.keys():
         raise MethodError(f"{path}: not an expocorr model file (needs model, arch and state_dict)")
-    model = models.build(checkpoint["model"], checkpoint["arch"])
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        model = models.build(checkpoint["model"], checkpoint["arch"])
+        model.load_state_dict(checkpoint["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise MethodError(f"{path}: weights do not fit model {checkpoint['model']!r}: {_first_lines(str(exc))}") from None
     flushed = flush_denormals(model)
     if flushed:
         log.info("%s: flushed %d denormal weights to zero", path, flushed)

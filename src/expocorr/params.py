@@ -105,6 +105,12 @@ def _check_semantics(params: dict, source: str) -> None:
             raise ParamsError(
                 f"{source}: {' and '.join(missing)}: required when data.source is 'url' (both data.url and data.sha256)"
             )
+    if data["source"] == "stacks":
+        if not (data["folder"] or data["url"] or data["stacks"]["preset"]):
+            raise ParamsError(f"{source}: data.folder: required when data.source is 'stacks' (or data.url and "
+                              "data.sha256, or data.stacks.preset)")
+        if data["url"] and not data["sha256"] and not data["folder"]:
+            raise ParamsError(f"{source}: data.sha256: required with data.url when data.source is 'stacks'")
     if data["source"] == "msec":
         for split, archive in data["msec"].items():
             if not archive["url"]:

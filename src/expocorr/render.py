@@ -3,7 +3,8 @@
 sRGB photos are re-exposed in linear light (decode the camera curve, scale by 2**EV, clip
 highlights, re-encode); raw files are developed by LibRaw at each EV with `exp_shift` (tau and
 noise applied the same way);
-MSEC inputs and expert references are indexed as given (resized when `render.max_side` is set).
+MSEC inputs and expert references are indexed as given (resized when `render.max_side` is set);
+exposure stacks are registered to their reference by `expocorr.render_stacks`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 OUT = Path("data/rendered")
 IMAGES = OUT / "images"
 MANIFEST = OUT / "manifest.csv"
+REGISTRATION = OUT / "registration.csv"  # exposure stacks: one row per registered pair (empty for other sources)
+STACK_COLUMNS = ["stack", "exposure_time", "augment"]  # manifest columns of exposure-stack rows
 REFERENCE_COLUMNS = ["reference"] + [f"reference_expert_{e}" for e in download.MSEC_EXPERTS]
 LIBRAW_EXP_SHIFT = (0.25, 8.0)  # the range LibRaw accepts for exp_shift (-2 .. +3 EV)
 
@@ -168,7 +171,14 @@ def _render_msec(row: dict, folder: Path, r: dict) -> list[dict]:
     return [out]
 
 
-RENDERERS = {"srgb": _render_srgb, "raw": _render_raw, "msec": _render_msec}
+def _render_stack(row: dict, folder: Path, r: dict) -> list[dict]:
+    # Imported here: render_stacks uses the fusion baselines, which import this module.
+    from expocorr import render_stacks
+
+    return render_stacks.render_scene(row, folder, r)
+
+
+RENDERERS = {"srgb": _render_srgb, "raw": _render_raw, "msec": _render_msec, "stack": _render_stack}
 
 
 def run(params: dict) -> None:
@@ -208,5 +218,9 @@ def run(params: dict) -> None:
             raise ImageError(f"{download.INDEX}: none of its {len(index)} photos could be rendered")
     columns = ["scene", "ev", "input"] + [c for c in REFERENCE_COLUMNS if any(c in row for row in rows)]
     columns += ["source"] + (["split"] if any("split" in row for row in rows) else [])
+    columns += [c for c in STACK_COLUMNS if any(c in row for row in rows)]
     write_csv(MANIFEST, rows, columns)
+    from expocorr import render_stacks  # (see _render_stack)
+
+    write_csv(REGISTRATION, render_stacks.registration_table(IMAGES), render_stacks.REGISTRATION_FIELDS)
     log.info("render: %d inputs from %d photos (%d failed)", len(rows), len(index) - failed, failed)

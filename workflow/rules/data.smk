@@ -4,6 +4,7 @@
 rule download:
     input:
         "src/expocorr/download.py",
+        "src/expocorr/stacks.py",
     output:
         files=directory("data/downloads/files"),
         weights=directory("data/downloads/weights"),
@@ -23,9 +24,12 @@ rule render:
         "data/downloads/files",
         "data/downloads/index.csv",
         "src/expocorr/render.py",
+        "src/expocorr/render_stacks.py",
+        "src/expocorr/register.py",
     output:
         images=directory("data/rendered/images"),
         manifest=report("data/rendered/manifest.csv", caption="../report/manifest.rst", category="Data"),
+        registration=report("data/rendered/registration.csv", caption="../report/registration.rst", category="Data"),
     params:
         render=config["render"],
     log:

@@ -19,9 +19,12 @@ for _method, _depends, _params in [(m, f"models/{m}/model.pt", ["evaluate"]) for
             per_image=f"metrics/{_method}_per_image.csv",
             results=directory(f"results/{_method}"),
         params:
+            method=_method,
             **{section: config[section] for section in _params},
         log:
             f"logs/evaluate_{_method}.log",
         threads: 1
         shell:
-            f"expocorr evaluate --method {_method} --params params.yaml --log {{log}}"
+            # The shell string is formatted when the job runs, after the loop has moved on: take the
+            # method from params (bound now), not from the loop variable.
+            "expocorr evaluate --method {params.method} --params params.yaml --log {log}"

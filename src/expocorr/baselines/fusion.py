@@ -1,5 +1,5 @@
-"""Exposure-fusion and HDR baselines: Mertens fusion of a bracket synthesised from one photo, and
-Debevec-Malik radiance recovery + Reinhard tone mapping of a real exposure stack (OpenCV's photo module)."""
+"""Exposure-fusion and HDR baselines: Mertens fusion of a bracket synthesised from one photo (or of a
+real exposure stack when the dataset has one), and Debevec-Malik radiance recovery + Reinhard tone mapping of a real exposure stack (OpenCV's photo module)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,15 @@ REINHARD_GAMMA = 2.2  # display gamma of the tone-mapped output (render.gamma wh
 def mertens(rgb: np.ndarray, ctx: dict) -> np.ndarray:
     """Exposure fusion (Mertens, Kautz & Van Reeth 2007) of a bracket synthesised from the one input:
     decode the camera curve of ``ctx["render"]``, scale linear light by 2**e for e in ``MERTENS_EVS``,
-    clip, re-encode to 8 bits, fuse with ``cv2.createMergeMertens()`` (default weights 1, 1, 1), clip."""
+    clip, re-encode to 8 bits, fuse with ``cv2.createMergeMertens()`` (default weights 1, 1, 1), clip.
+    On an exposure-stack dataset (``ctx["stack"]`` given) it fuses the scene's real registered exposures
+    instead: all exposures of the scene in, one image out (the same for every input of the scene)."""
+    stack = ctx.get("stack")
+    if stack:
+        shapes = {np.shape(image) for image, _ in stack}
+        if shapes != {rgb.shape}:
+            raise BaselineError(f"mertens: stack images have shapes {sorted(shapes)}, the input {rgb.shape}")
+        return fuse_stack([image for image, _ in stack])
     curve, gamma = camera_curve(ctx)
     return fuse_synthetic_bracket(rgb, curve, gamma, MERTENS_EVS)
 
@@ -28,11 +36,12 @@ def mertens(rgb: np.ndarray, ctx: dict) -> np.ndarray:
 def fuse_synthetic_bracket(rgb: np.ndarray, curve: str, gamma: float, evs: Sequence[float] = MERTENS_EVS) -> np.ndarray:
     """Mertens fusion of `rgb` re-exposed by each of `evs` stops in linear light (see `mertens`)."""
     linear = decode_curve(rgb.astype(np.float64), curve, gamma)
-    bracket = [
-        cv2.cvtColor(to_uint8(encode_curve(np.clip(linear * 2.0**ev, 0.0, 1.0), curve, gamma)), cv2.COLOR_RGB2BGR)
-        for ev in evs
-    ]
-    fused = cv2.createMergeMertens().process(bracket)
+    return fuse_stack([encode_curve(np.clip(linear * 2.0**ev, 0.0, 1.0), curve, gamma) for ev in evs])
+
+
+def fuse_stack(images: Sequence[np.ndarray]) -> np.ndarray:
+    """Mertens fusion (``cv2.createMergeMertens()``, default weights) of RGB images in [0, 1], as 8 bits."""
+    fused = cv2.createMergeMertens().process([cv2.cvtColor(to_uint8(image), cv2.COLOR_RGB2BGR) for image in images])
     return np.clip(cv2.cvtColor(fused, cv2.COLOR_BGR2RGB), 0.0, 1.0).astype(np.float32)
 
 
