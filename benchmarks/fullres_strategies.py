@@ -5,7 +5,7 @@ on a synthetic test split rendered at full size — the numbers behind `inferenc
 Run in a repository whose models are trained and whose data/splits/test.csv holds large images
 (e.g. `data.source: folder`, `render.max_side: 1200` or null):
 
-    python benchmarks/fullres_strategies.py [--split data/splits/test.csv] [--models models]
+    python benchmarks/fullres_strategies.py [--split data/splits/test.csv] [--models models] [--limit N]
 
 Pairs whose input equals the reference (synthetic EV 0) are left out, as in the evaluate stage's
 `overall`. Writes reports/bench/fullres_strategies.json and prints a Markdown table.
@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--split", default="data/splits/test.csv")
     parser.add_argument("--models", default="models")
     parser.add_argument("--only", nargs="*", help="model names (default: every models/*/model.pt)")
+    parser.add_argument("--limit", type=int, default=None, help="use this many pairs, evenly spaced (default: all)")
     args = parser.parse_args()
     device = torch.device("cpu")
     rows = [r for r in read_csv(args.split)]
@@ -53,6 +54,8 @@ def main() -> None:
         image, reference = read_rgb(r["input"]), to_uint8(read_rgb(r["reference"]))
         if not np.array_equal(to_uint8(image), reference):
             pairs.append((image, reference))
+    if args.limit and args.limit < len(pairs):
+        pairs = [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, args.limit).round()]
     sizes = sorted({p[0].shape[:2] for p in pairs})
     results = []
     for path in sorted(Path(args.models).glob("*/model.pt")):
@@ -70,8 +73,9 @@ def main() -> None:
     report = {"benchmark": "fullres_strategies", "split": args.split, "n_pairs": len(pairs),
               "sizes": [list(s) for s in sizes], "guided_side": inference.GUIDED_SIDE, "tile": inference.TILE,
               "tile_overlap": inference.TILE_OVERLAP, "results": results}
-    write_text(OUT, json.dumps(report, indent=2) + "\n")
-    print(f"wrote {OUT}")
+    out = OUT.with_name(f"{OUT.stem}_{'_'.join(args.only)}.json") if args.only else OUT
+    write_text(out, json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -39,13 +39,15 @@ def build_dng(
     pattern: str = "RGGB",
     black_level: int = 512,
     white_level: int = 16383,
+    exposure_time: float | None = None,
 ) -> np.ndarray:
     """Write a real Bayer DNG of a linear-light RGB image (floats in [0, 1], even height and width).
 
     The image is mosaiced with `pattern` (RGGB, BGGR, GRBG or GBRG) into 16-bit samples
     `black_level + x * (white_level - black_level)`; the DNG declares that black and white level,
     a camera space equal to linear sRGB (ColorMatrix1) and a neutral (1, 1, 1) white balance, so
-    LibRaw develops it back to (approximately) the input. Returns the uint16 sensor array
+    LibRaw develops it back to (approximately) the input; `exposure_time` (seconds), when given, is
+    recorded as ExposureTime (LibRaw reads it as the shutter time). Returns the uint16 sensor array
     written, which `rawpy.imread(path).raw_image_visible` gives back exactly.
     """
     from pidng import defs
@@ -78,6 +80,11 @@ def build_dng(
     tags.set(Tag.Make, "expocorr")
     tags.set(Tag.Model, "test sensor")
     tags.set(Tag.UniqueCameraModel, "expocorr test sensor")
+    if exposure_time is not None:
+        from fractions import Fraction
+
+        exposure = Fraction(exposure_time).limit_denominator(100000)
+        tags.set(Tag.ExposureTime, [[exposure.numerator, exposure.denominator]])
 
     writer = RAW2DNG()
     writer.options(tags, path="", compress=False)
@@ -89,7 +96,8 @@ def build_dng(
 
 @pytest.fixture
 def make_dng():
-    """`make_dng(path, rgb_float_linear, pattern='RGGB', black_level=512, white_level=16383)` -> raw array."""
+    """`make_dng(path, rgb_float_linear, pattern='RGGB', black_level=512, white_level=16383,
+    exposure_time=None)` -> raw array."""
     return build_dng
 
 

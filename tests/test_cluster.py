@@ -1,9 +1,9 @@
 """profiles/slurm: a true Snakemake dry run with the Slurm executor plugin plans the whole DAG, the
 train jobs request their GPUs, and the plugin turns the planned resources into the sbatch flags.
 
-No cluster is needed: `snakemake --profile profiles/slurm -n` plans without calling sinfo, sacct or
-sbatch (none is on PATH here), and the sbatch flags come from the plugin's own functions applied to
-the resources that dry run printed.
+No cluster is needed and nothing is faked: `snakemake --profile profiles/slurm -n` plans without
+calling sinfo, sacct or sbatch, and the sbatch flags come from the plugin's own functions
+(`get_submit_command`, `set_gres_string`) applied to the resources that dry run printed.
 """
 
 from __future__ import annotations
@@ -110,6 +110,11 @@ def test_gpus_n_requests_n_gpus_on_one_node(tmp_path):
     # locally the same `gpu` resource is what `--resources gpu=N` counts
     local = workspace.run(["snakemake", "-n", "--cores", "2", "--resources", "gpu=4"], tmp_path / "repo").stdout
     assert re.search(r"resources: .*\bgpu=4\b", local)
+
+
+def test_slurm_logs_go_under_logs():
+    profile = yaml.safe_load((workspace.REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    assert profile["executor"] == "slurm" and profile["slurm-logdir"].startswith("logs/")
 
 
 def test_slurm_profile_parses_outside_a_dry_run(repo):

@@ -68,11 +68,12 @@ def test_identity_pair_gives_back_the_input(photo):
     assert psnr(guided_upsample(photo, low, low), photo) > 45.0
 
 
-def test_row_bands_do_not_change_the_result(photo, monkeypatch):
+def test_row_bands_and_fit_chunks_do_not_change_the_result(photo, monkeypatch):
     low = downscale(photo, (171, 256))
     low_out = varying_tone(low)
     whole = guided_upsample(photo, low, low_out)
     monkeypatch.setattr(guided_upsampling, "BAND_PIXELS", photo.shape[1] * 7)  # 7-row bands
+    monkeypatch.setattr(guided_upsampling, "FIT_CHUNK", 1000)
     np.testing.assert_allclose(guided_upsample(photo, low, low_out), whole, atol=1e-6)
 
 

@@ -7,8 +7,10 @@ import os
 import signal
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
+import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -46,6 +48,7 @@ def data_repo(tmp_path_factory):
 def clone(data_repo: Path, tmp_path: Path, edit=None) -> Path:
     """A fresh copy of `data_repo` (data included), params edited."""
     dest = tmp_path / "repo"
+    dest.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["cp", "-a", str(data_repo), str(dest)], check=True)
     if edit is not None:
         workspace.edit_params(dest, edit)
@@ -84,6 +87,7 @@ def test_train_writes_outputs_and_tracks_in_mlflow(data_repo, tmp_path):
     assert {"samples", "train_log.csv"} <= artifacts
     import mlflow.pytorch
 
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
     loaded = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
     x = torch.rand(1, 3, 33, 47)
     assert loaded(x).shape == x.shape
@@ -150,7 +154,8 @@ def test_non_finite_loss_stops_with_a_clear_error(data_repo, tmp_path):
 
 def test_ddp_two_processes_on_cpu(data_repo, tmp_path):
     """`train.common.gpus: 2` relaunches under torchrun: DDP over gloo, one writer, one MLflow run."""
-    repo = clone(data_repo, tmp_path, tiny(models=("exponet", "exposure_gan"), gpus=2, device="cpu"))
+    edit = tiny(models=("exponet", "exposure_gan"), gpus=2, device="cpu")
+    repo = clone(data_repo, tmp_path, lambda p: (edit(p), p["train"]["common"].update(batch_size=4)))
     for model in ("exponet", "exposure_gan"):
         out = train(repo, model)
         assert "launching 2 processes" in out.stderr
@@ -162,10 +167,20 @@ def test_ddp_two_processes_on_cpu(data_repo, tmp_path):
     assert all(r.data.tags["world_size"] == "2" for r in runs)
 
 
+def _log_span(path: Path) -> tuple[datetime, datetime]:
+    """First and last timestamp of an expocorr log file."""
+    stamps = [datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f") for line in path.read_text().splitlines()
+              if line[:4].isdigit() and line[4:5] == "-"]
+    return stamps[0], stamps[-1]
+
+
 def test_two_trainings_at_once_both_log(data_repo, tmp_path):
     """snakemake --cores 2 runs two train jobs side by side against one sqlite store."""
     repo = clone(data_repo, tmp_path, tiny(models=("zerodce", "zerodce_pp")))
-    workspace.run(["snakemake", "--cores", "2", "models/zerodce/model.pt", "models/zerodce_pp/model.pt"], repo)
+    workspace.run(["snakemake", "models/zerodce/model.pt", "models/zerodce_pp/model.pt", "--cores", "2",
+                   "--set-threads", "train=1"], repo)
+    spans = [_log_span(repo / "logs" / f"train_{m}.log") for m in ("zerodce", "zerodce_pp")]
+    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1], f"the trainings did not overlap: {spans}"
     logs = "".join((repo / "logs" / f"train_{m}.log").read_text() for m in ("zerodce", "zerodce_pp"))
     assert "database is locked" not in logs
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")

@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
     device = inference.pick_device(args.device)
     corrector = load_corrector(args.model, device)
     inputs = {p.resolve() for p, _ in photos}
+    outputs: dict[Path, Path] = {}  # output -> the photo it was written for, in this run
     failed = len(errors)
     written = 0
     for path, root in tqdm(photos, desc=f"correct ({corrector.name})", unit="photo", disable=None):
@@ -172,11 +173,15 @@ def run(args: argparse.Namespace) -> int:
             if out.resolve() in inputs and not args.overwrite:
                 raise CorrectError(f"{out} is an input photo; not overwritten (pass --overwrite, or change "
                                    "--suffix / -o)")
+            if out.resolve() in outputs:
+                raise CorrectError(f"{out} was just written for {outputs[out.resolve()]}; not overwritten "
+                                   "(two photos with the same name and output format)")
             if photo.alpha is not None and fmt == "jpeg":
                 log.warning("correct: %s: JPEG has no alpha channel; it is dropped in %s", path, out)
             corrected = corrector(photo.rgb, PHOTO_CTX)
             photo.rgb = None  # the input pixels are no longer needed: free them before encoding
             write_photo(out, photo, corrected, fmt, args.quality)
+            outputs[out.resolve()] = path
             del corrected
             written += 1
         except (UserError, OSError, ValueError, MemoryError) as exc:

@@ -31,6 +31,7 @@ from scipy.ndimage import convolve1d
 
 LUMA_WEIGHTS = np.array([0.25, 0.5, 0.25], dtype=np.float32)  # (R + 2G + B) / 4: the grid's range axis
 BAND_PIXELS = 1 << 20  # pixels sliced per band (about 1 M): bounds the temporaries to ~100 MB
+FIT_CHUNK = 1 << 18  # low-res pixels splatted at a time (~60 MB of float64 sums)
 
 
 def _check(name: str, x: np.ndarray) -> None:
@@ -40,8 +41,8 @@ def _check(name: str, x: np.ndarray) -> None:
 
 
 def _features(rgb: np.ndarray) -> np.ndarray:
-    """N×4 design rows [R, G, B, 1] (float64 for the fit's sums)."""
-    flat = rgb.reshape(-1, 3).astype(np.float64)
+    """N×4 design rows [R, G, B, 1] (float64 for the fit's sums) of N×3 pixels."""
+    flat = rgb.astype(np.float64)
     return np.concatenate([flat, np.ones((flat.shape[0], 1))], axis=1)
 
 
@@ -64,31 +65,33 @@ def fit_grid(low_in: np.ndarray, low_out: np.ndarray, cell: float = 16.0, bins: 
                          f"{eps}, {smooth}")
     h, w = low_in.shape[:2]
     gh, gw, gd = int(np.ceil(h / cell)) + 1, int(np.ceil(w / cell)) + 1, bins + 1
-    x = _features(low_in)
-    y = low_out.reshape(-1, 3).astype(np.float64)
-    # Global affine fit (ridge-free least squares): the prior every node is pulled towards.
-    xtx, xty = x.T @ x, x.T @ y
-    global_a = np.linalg.lstsq(xtx + 1e-9 * np.eye(4), xty, rcond=None)[0]  # 4×3
-
-    rows, cols = np.mgrid[0:h, 0:w]
-    iy, fy = _axis_weights(((rows + 0.5) / cell).ravel(), gh)
-    ix, fx = _axis_weights(((cols + 0.5) / cell).ravel(), gw)
-    iz, fz = _axis_weights((low_in.reshape(-1, 3) @ LUMA_WEIGHTS) * bins, gd)
-    # Per pixel the 16 entries of x xᵀ and the 12 of x yᵀ: splatted to the 8 neighbouring nodes.
-    stats = np.concatenate([(x[:, :, None] * x[:, None, :]).reshape(-1, 16),
-                            (x[:, :, None] * y[:, None, :]).reshape(-1, 12), np.ones((x.shape[0], 1))], axis=1)
     n_nodes = gh * gw * gd
-    acc = np.zeros((n_nodes, stats.shape[1]))
-    for dy in (0, 1):
-        wy = fy if dy else 1 - fy
-        for dx in (0, 1):
-            wx = fx if dx else 1 - fx
-            for dz in (0, 1):
-                wz = fz if dz else 1 - fz
-                node = ((iy + dy) * gw + (ix + dx)) * gd + (iz + dz)
-                weight = (wy * wx * wz).astype(np.float64)
-                for k in range(stats.shape[1]):
-                    acc[:, k] += np.bincount(node, weights=weight * stats[:, k], minlength=n_nodes)
+    # Per pixel the 16 entries of x xᵀ, the 12 of x yᵀ and a count, splatted trilinearly into the 8
+    # neighbouring nodes; in chunks of FIT_CHUNK pixels, so the float64 sums stay small at any size.
+    acc = np.zeros((n_nodes, 29))
+    flat_in, flat_out = low_in.reshape(-1, 3), low_out.reshape(-1, 3)
+    for start in range(0, h * w, FIT_CHUNK):
+        index = np.arange(start, min(h * w, start + FIT_CHUNK))
+        x = _features(flat_in[index])
+        y = flat_out[index].astype(np.float64)
+        iy, fy = _axis_weights((index // w + 0.5) / cell, gh)
+        ix, fx = _axis_weights((index % w + 0.5) / cell, gw)
+        iz, fz = _axis_weights((flat_in[index] @ LUMA_WEIGHTS) * bins, gd)
+        stats = np.concatenate([(x[:, :, None] * x[:, None, :]).reshape(-1, 16),
+                                (x[:, :, None] * y[:, None, :]).reshape(-1, 12), np.ones((x.shape[0], 1))], axis=1)
+        for dy in (0, 1):
+            wy = fy if dy else 1 - fy
+            for dx in (0, 1):
+                wx = fx if dx else 1 - fx
+                for dz in (0, 1):
+                    wz = fz if dz else 1 - fz
+                    node = ((iy + dy) * gw + (ix + dx)) * gd + (iz + dz)
+                    weight = (wy * wx * wz).astype(np.float64)
+                    for k in range(stats.shape[1]):
+                        acc[:, k] += np.bincount(node, weights=weight * stats[:, k], minlength=n_nodes)
+    # Global affine fit (least squares over the whole image): the prior every node is pulled towards.
+    total = acc.sum(axis=0)
+    global_a = np.linalg.lstsq(total[:16].reshape(4, 4) + 1e-9 * np.eye(4), total[16:28].reshape(4, 3), rcond=None)[0]
     acc = acc.reshape(gh, gw, gd, -1)
     for _ in range(smooth):
         for axis in range(3):

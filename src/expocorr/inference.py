@@ -310,7 +310,7 @@ class Method:
 
     def __call__(self, rgb: np.ndarray, ctx: dict) -> np.ndarray:
         out = self.fn(rgb, ctx)
-        if not (isinstance(out, np.ndarray) and out.dtype == np.float32) or np.shares_memory(out, rgb):
+        if not (isinstance(out, np.ndarray) and out.dtype == np.float32) or np.may_share_memory(out, rgb):
             out = np.array(out, dtype=np.float32)  # a copy: never clip the caller's array in place
         return np.clip(out, 0.0, 1.0, out=out)  # in place: no second full-resolution copy
 

@@ -101,14 +101,12 @@ def read_photo(path: str | Path) -> Photo:
         raise ImageError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if not data:
         raise ImageError(f"{path}: empty file")
-    fmt, exif, icc, orientation, mode = _metadata(path, data)
+    fmt, exif, icc, orientation, mode, bits = _metadata(path, data)
     gray_mode = mode in GRAY_MODES
-    if fmt == "tiff" and mode in PILLOW_TIFF_MODES:
-        image = _decode_tiff8(path, data, mode)
-        oriented = False
+    if fmt == "tiff" and mode in PILLOW_TIFF_MODES and bits == 8:
+        image, _ = _decode_tiff8(path, data, mode)  # upright already
     else:
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-        oriented = fmt == "tiff"  # OpenCV's TIFF decoder applies the Orientation tag itself
     del data
     if image is None or image.size == 0:
         raise ImageError(f"{path}: not a decodable image (corrupt, truncated or not JPEG/PNG/TIFF)")
@@ -116,7 +114,7 @@ def read_photo(path: str | Path) -> Photo:
         raise ImageError(f"{path}: unsupported sample type {image.dtype} (8- or 16-bit images only)")
     if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
         raise ImageError(f"{path}: unsupported channel count {image.shape[2]}")
-    if not oriented:
+    if fmt != "tiff" or bits != 8:  # OpenCV's TIFF decoder applies the Orientation tag itself
         image = apply_orientation(image, orientation)
     alpha = None
     if image.ndim == 3 and image.shape[2] == 4:
@@ -141,28 +139,31 @@ def read_photo(path: str | Path) -> Photo:
                  icc=icc, orientation=orientation)
 
 
-def _decode_tiff8(path: Path, data: bytes, mode: str) -> np.ndarray:
-    """An 8-bit TIFF through Pillow (OpenCV premultiplies an 8-bit TIFF's alpha), as OpenCV lays it out:
-    H×W gray, H×W×3 BGR or H×W×4 BGRA, orientation not applied."""
+def _decode_tiff8(path: Path, data: bytes, mode: str) -> tuple[np.ndarray, int]:
+    """An 8-bit TIFF through Pillow (OpenCV premultiplies an 8-bit TIFF's alpha), laid out as OpenCV
+    would (H×W gray, H×W×3 BGR or H×W×4 BGRA), and the orientation still to apply: Pillow may apply
+    the Orientation tag while decoding, and then reports 1."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
+            remaining = int(im.getexif().get(ORIENTATION, 1) or 1)
             target = "L" if mode in ("1", "L") else "LA" if mode in ("LA", "La") else \
                 "RGBA" if mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in im.info) else "RGB"
             pixels = np.asarray(im.convert(target) if im.mode != target else im)
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{path}: not a decodable image (corrupt or truncated TIFF: {exc})") from None
+    remaining = remaining if 1 <= remaining <= 8 else 1
     if target == "LA":  # as OpenCV gives gray + alpha: BGRA with equal colour channels
-        return np.dstack([pixels[..., 0], pixels[..., 0], pixels[..., 0], pixels[..., 1]])
-    if target == "RGB":
-        return np.ascontiguousarray(pixels[..., ::-1])
-    if target == "RGBA":
-        return np.ascontiguousarray(pixels[..., [2, 1, 0, 3]])
-    return pixels
+        pixels = np.dstack([pixels[..., 0], pixels[..., 0], pixels[..., 0], pixels[..., 1]])
+    elif target == "RGB":
+        pixels = pixels[..., ::-1]
+    elif target == "RGBA":
+        pixels = pixels[..., [2, 1, 0, 3]]
+    return apply_orientation(pixels, remaining), remaining
 
 
-def _metadata(path: Path, data: bytes) -> tuple[str, bytes | None, bytes | None, int, str]:
-    """Format, EXIF to write back, ICC profile, EXIF orientation and Pillow's mode of the file."""
+def _metadata(path: Path, data: bytes) -> tuple[str, bytes | None, bytes | None, int, str, int]:
+    """Format, EXIF to write back, ICC profile, EXIF orientation, Pillow's mode and (TIFF) bits per sample."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's warnings on odd metadata; the pixels decide
@@ -171,6 +172,7 @@ def _metadata(path: Path, data: bytes) -> tuple[str, bytes | None, bytes | None,
                 if fmt is None:
                     raise ImageError(f"{path}: {im.format} images are not supported (JPEG, PNG, TIFF or camera raw)")
                 mode = im.mode
+                bits = max(im.tag_v2.get(258) or (8,)) if fmt == "tiff" else 8  # BitsPerSample
                 icc = im.info.get("icc_profile") or None
                 exif = im.getexif()
                 orientation = int(exif.get(ORIENTATION, 1) or 1)
@@ -179,7 +181,7 @@ def _metadata(path: Path, data: bytes) -> tuple[str, bytes | None, bytes | None,
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error) as exc:
         raise ImageError(f"{path}: not a JPEG, PNG or TIFF image, or a corrupt one") from None
-    return fmt, exif_bytes, icc, orientation if 1 <= orientation <= 8 else 1, mode
+    return fmt, exif_bytes, icc, orientation if 1 <= orientation <= 8 else 1, mode, bits
 
 
 def _exif_to_keep(exif: Image.Exif, fmt: str) -> bytes | None:
@@ -222,7 +224,8 @@ def output_format(photo: Photo, requested: str) -> str:
 
 def _quantise(x: np.ndarray, depth: int) -> np.ndarray:
     peak = np.float32(65535.0 if depth == 16 else 255.0)
-    out = np.clip(x, 0.0, 1.0) * peak
+    out = np.clip(x, 0.0, 1.0)  # one float32 temporary, scaled in place
+    out *= peak
     out += np.float32(0.5)
     return out.astype(np.uint16 if depth == 16 else np.uint8)
 

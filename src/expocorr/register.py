@@ -34,6 +34,7 @@ MID_GREY = 0.18  # the median luminance every image is normalised to
 MIN_VALID = 0.05  # fewer valid pixels than this fraction: no fit
 GAUSS_FILTER = 5  # findTransformECC's Gaussian pre-filter (OpenCV's default)
 MIN_LEVEL_SIDE = 32  # the pyramid stops before a level's short side drops below this
+CROP_SLACK = 0.1  # px a warped border pixel may sample outside the input (the border is replicated there)
 
 
 @dataclass
@@ -217,7 +218,8 @@ def align(template: np.ndarray, image: np.ndarray, motion: str = "euclidean", ma
 
 
 def crop_margin(warps: list[np.ndarray], shape: tuple[int, ...]) -> int:
-    """Pixels to crop from every side so that no output pixel of any of `warps` samples outside the
-    input: the largest corner shift, rounded up (exact for affine warps), plus one when non-zero."""
+    """Pixels to crop from every side so that no output pixel of any of `warps` samples more than
+    CROP_SLACK px outside the input: the largest corner shift less the slack, rounded up (exact for
+    affine warps, whose shift is largest at a corner). Sub-pixel fits of an aligned stack crop nothing."""
     shift = max((corner_shift(w, shape) for w in warps), default=0.0)
-    return 0 if shift < 1e-6 else math.ceil(shift) + 1
+    return max(0, math.ceil(shift - CROP_SLACK))

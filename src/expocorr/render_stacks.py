@@ -144,33 +144,12 @@ def _write_scene(folder: Path, scene: str, images, reference, entries, augment: 
     return rows
 
 
-def render_scene(row: dict, folder: Path, r: dict) -> list[dict]:
-    """Render one stack scene (an index row of kind ``stack``) into `folder`; return its manifest rows."""
-    scene, cfg = row["scene"], r["stacks"]
-    reg = cfg["register"]
-    listing = stacks.read_listing(row["path"])
-    entries = sorted(listing["exposures"], key=lambda e: float(e["exposure_time"]))
-    images = [_decode(e, r) for e in entries]
-    times = [float(e["exposure_time"]) for e in entries]
-    anchor = reference_exposure(images)
-    evs = relative_evs(times, anchor, cfg["ev_steps_per_stop"])
-    for entry, ev, name in zip(entries, evs, _names(evs), strict=True):
-        entry.update(ev=ev, name=name)
-
-    mode = cfg["reference"]
-    if mode == "provided" and listing["reference_path"] is None:
-        mode = cfg["fallback"]
-        if mode is None:
-            raise ImageError(f"{row['path']}: scene {scene!r} has no reference image and render.stacks.fallback is null")
-    provided = None
-    if mode == "provided":
-        provided = resize_max_side(read_rgb(listing["reference_path"]), r["max_side"])
-        images = [_to_shape(image, provided.shape, scene) for image in images]
-    else:
-        shapes = {image.shape for image in images}
-        if len(shapes) > 1:
-            raise ImageError(f"{row['path']}: the exposures of scene {scene!r} differ in size: {sorted(shapes)}")
-
+def register_stack(images: list[np.ndarray], entries: list[dict], anchor: int, provided: np.ndarray | None,
+                   reg: dict) -> tuple[dict, dict, list[dict]]:
+    """Register a scene's exposures (`images`, sorted by exposure time; `anchor`: the reference
+    exposure) to `provided` or, without one, to the reference exposure (each through its neighbour
+    toward it); `reg` = ``render.stacks.register``. Returns the kept exposures warped into the
+    reference frame and their warps (both by index) and one registration-table row per exposure."""
     shape = images[0].shape
     max_shift = reg["max_shift"] * max(shape[:2])
     warps: dict[int, np.ndarray] = {}
@@ -199,10 +178,45 @@ def render_scene(row: dict, folder: Path, r: dict) -> list[dict]:
         if keep:
             warps[i] = fit.warp
             registered[i] = register.warp_image(images[i], fit.warp, shape)
-        table.append({"scene": scene, "file": entries[i]["file"], "exposure_time": times[i], "ev": evs[i],
+        table.append({"file": entries[i]["file"], "exposure_time": entries[i]["exposure_time"], "ev": entries[i]["ev"],
                       "template": template_name, "motion": reg["motion"], "ecc": round(fit.ecc, 6),
                       "corner_shift_px": round(shift, 3), "kept": keep, "reason": reason, "note": fit.note,
                       "warp": json.dumps(np.round(fit.warp, 6).tolist())})
+    return registered, warps, table
+
+
+def render_scene(row: dict, folder: Path, r: dict) -> list[dict]:
+    """Render one stack scene (an index row of kind ``stack``) into `folder`; return its manifest rows."""
+    scene, cfg = row["scene"], r["stacks"]
+    reg = cfg["register"]
+    listing = stacks.read_listing(row["path"])
+    entries = sorted(listing["exposures"], key=lambda e: float(e["exposure_time"]))
+    images = [_decode(e, r) for e in entries]
+    times = [float(e["exposure_time"]) for e in entries]
+    anchor = reference_exposure(images)
+    evs = relative_evs(times, anchor, cfg["ev_steps_per_stop"])
+    for entry, ev, name in zip(entries, evs, _names(evs), strict=True):
+        entry.update(ev=ev, name=name)
+
+    mode = cfg["reference"]
+    if mode == "provided" and listing["reference_path"] is None:
+        mode = cfg["fallback"]
+        if mode is None:
+            raise ImageError(f"{row['path']}: scene {scene!r} has no reference image and "
+                             "render.stacks.fallback is null")
+    provided = None
+    if mode == "provided":
+        provided = resize_max_side(read_rgb(listing["reference_path"]), r["max_side"])
+        images = [_to_shape(image, provided.shape, scene) for image in images]
+    else:
+        shapes = {image.shape for image in images}
+        if len(shapes) > 1:
+            raise ImageError(f"{row['path']}: the exposures of scene {scene!r} differ in size: {sorted(shapes)}")
+
+    shape = images[0].shape
+    registered, warps, table = register_stack(images, entries, anchor, provided, reg)
+    for pair in table:
+        pair["scene"] = scene
     table.sort(key=lambda t: t["exposure_time"])
     write_csv(folder / "registration.csv", table, REGISTRATION_FIELDS)
     dropped = [t["file"] for t in table if not t["kept"]]
@@ -211,7 +225,8 @@ def render_scene(row: dict, folder: Path, r: dict) -> list[dict]:
                     ", ".join(dropped))
     kept = sorted(warps)
     if not kept:
-        raise ImageError(f"{row['path']}: no exposure of scene {scene!r} could be registered (see its registration.csv)")
+        raise ImageError(f"{row['path']}: no exposure of scene {scene!r} could be registered "
+                         "(see its registration.csv)")
 
     margin = register.crop_margin([warps[i] for i in kept], shape)
     if min(shape[:2]) - 2 * margin < 16:
@@ -226,8 +241,8 @@ def render_scene(row: dict, folder: Path, r: dict) -> list[dict]:
     (folder / "transforms.json").write_text(json.dumps({
         "scene": scene, "motion": reg["motion"], "reference": mode, "reference_exposure": entries[anchor]["file"],
         "size": list(shape[:2]), "crop_margin": margin,
-        "pairs": [{k: t[k] for k in ("file", "exposure_time", "ev", "template", "ecc", "kept", "reason", "note")}
-                  | {"warp": json.loads(t["warp"])} for t in table],
+        "pairs": [{k: t[k] for k in ("file", "exposure_time", "ev", "template", "kept", "reason", "note")}
+                  | {"ecc": None if math.isnan(t["ecc"]) else t["ecc"], "warp": json.loads(t["warp"])} for t in table],
     }, indent=2) + "\n")
 
     rows = _write_scene(folder, scene, inputs, reference, kept_entries, 0)

@@ -166,7 +166,8 @@ def scene_files(folder: Path, preset: str | None) -> tuple[list[tuple[Path, str]
         named = [p for p in renders if p.stem.casefold() == folder.name.casefold()]
         reference = (named or renders or [None])[0]
         if len(renders) > 1 and not named:
-            log.warning("%s: several renders and none named after the folder; %s is the reference", folder, reference.name)
+            log.warning("%s: several renders, none named after the folder; %s is the reference", folder,
+                        reference.name)
         return [(p, kind) for p, kind in images if kind == "raw"], reference
     references = [p for p, kind in images if kind == "srgb" and p.stem.casefold() == REFERENCE_STEM]
     reference = references[0] if references else None
@@ -296,10 +297,16 @@ def read_listing(path: str | Path) -> dict:
     return listing
 
 
-@functools.lru_cache(maxsize=2)
 def read_stack(path: str | Path) -> list[tuple]:
     """The exposures of a rendered stack listing as ``[(float32 RGB in [0, 1], exposure time in s), ...]``
-    (the ``ctx["stack"]`` of the stack baselines), sorted by exposure time. Cached: the rows of one
-    scene share it, and the arrays must not be modified."""
+    (the ``ctx["stack"]`` of the stack baselines), sorted by exposure time. Cached (the rows of one
+    scene share it; the arrays must not be modified) by resolved path, size and modification time."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return _read_stack(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_stack(path: Path, size: int, mtime_ns: int) -> list[tuple]:
     listing = read_listing(path)
     return [(read_rgb(e["path"]), float(e["exposure_time"])) for e in listing["exposures"]]

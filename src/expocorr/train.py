@@ -249,6 +249,7 @@ def run(params: dict, name: str) -> None:
 
 def _train(params: dict, name: str, proc: Dist) -> None:
     common, cfg = params["train"]["common"], params["train"][name]
+    log.info("train %s: starting (process %d of %d)", name, proc.rank + 1, proc.world)
     try:
         device = pick_device(common["device"], proc.local_rank)
     except MethodError as exc:
@@ -284,6 +285,9 @@ def _train(params: dict, name: str, proc: Dist) -> None:
     batch = common["batch_size"]
     steps = common["steps_per_epoch"] or math.ceil(len(train_rows) / batch)
     per_rank = max(1, batch // proc.world)
+    if per_rank < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise TrainError(f"train.common.batch_size: {batch} over {proc.world} process(es) leaves {per_rank} image "
+                         f"per process; {name} has batch normalisation, which needs at least 2")
     curriculum = {0: common["patch_size"]} | {int(e): int(size) for e, size in (cfg["patch_curriculum"] or [])}
     dataset = PatchDataset(train_rows, curriculum, steps * per_rank * proc.world, common["seed"], model.paired)
     sampler = DistributedSampler(dataset, num_replicas=proc.world, rank=proc.rank, shuffle=True, seed=common["seed"])

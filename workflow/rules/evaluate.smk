@@ -23,7 +23,7 @@ for _method, _depends, _params in [(m, f"models/{m}/model.pt", ["evaluate"]) for
             **{section: config[section] for section in _params},
         log:
             f"logs/evaluate_{_method}.log",
-        threads: 1
+        threads: workflow.cores  # as many as DVC gives it: same threads, same floating-point sums
         shell:
             # The shell string is formatted when the job runs, after the loop has moved on: take the
             # method from params (bound now), not from the loop variable.

@@ -1,5 +1,6 @@
 """Exposure-fusion and HDR baselines: Mertens fusion of a bracket synthesised from one photo (or of a
-real exposure stack when the dataset has one), and Debevec-Malik radiance recovery + Reinhard tone mapping of a real exposure stack (OpenCV's photo module)."""
+real exposure stack when the dataset has one), and Debevec-Malik radiance recovery + Reinhard tone
+mapping of a real exposure stack (OpenCV's photo module)."""
 
 from __future__ import annotations
 
