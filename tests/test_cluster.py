@@ -92,8 +92,10 @@ def test_train_jobs_request_gpus_and_cpu_stages_cpus_memory_and_time(repo):
     train = sbatch_flags(plan["train@exponet"])
     assert "--gpus=1" in train and "--nodes=1" in train and "--cpus-per-gpu=" in train
     assert re.search(r"-t 1440\b", train) and re.search(r"--mem \d+", train)
-    cpu = sbatch_flags(plan["evaluate_he"])
-    assert "--gpus" not in cpu and "--cpus-per-task=1" in cpu and "--mem 4000" in cpu and "-t 60" in cpu
+    cpu = sbatch_flags(plan["report"])
+    assert "--gpus" not in cpu and "--cpus-per-task=1" in cpu and "--mem 4000" in cpu and "-t 30" in cpu
+    evaluate = sbatch_flags(plan["evaluate_he"])  # evaluations use the profile's `cores`, as DVC would use all
+    assert "--gpus" not in evaluate and "--cpus-per-task=8" in evaluate and "-t 60" in evaluate
 
 
 def test_gpus_n_requests_n_gpus_on_one_node(tmp_path):

@@ -57,6 +57,7 @@ def test_large_images_use_each_models_strategy():
     assert inference.strategy_for("msec", 900, 1200) == "guided"
     assert inference.strategy_for("zerodce", 900, 1200) == "direct"
     assert inference.strategy_for("zerodce_pp", 900, 1200) == "direct"
+    assert inference.strategy_for("a_new_model", 900, 1200) == "tiled"
     for name in MODELS:
         assert inference.strategy_for(name, 4000, 6000) in ("direct", "guided", "tiled")
     assert inference.zerodce_pp_scale(384, 512) == 1

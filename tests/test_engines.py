@@ -125,7 +125,7 @@ def whole_dag(tmp_path_factory):
     for engine, command in (("snakemake", ["snakemake", "--cores", "2", "--resources", "gpu=1"]),
                             ("dvc", ["dvc", "repro"])):
         repos[engine] = workspace.make(tmp_path_factory.mktemp(engine), e2e_params)
-        workspace.run(command, repos[engine])
+        workspace.run(command, repos[engine], timeout=3600)
     return repos
 
 

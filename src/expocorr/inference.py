@@ -10,12 +10,14 @@ the README, "Correct your own photos"):
 
 * ``guided``: the method runs on a copy downscaled (area) to ``GUIDED_SIDE`` px on the long side
   and the result is brought to full size by bilateral guided upsampling
-  (`expocorr.guided_upsampling`, Chen et al. 2016) — MSEC, as in its paper (512 px).
+  (`expocorr.guided_upsampling`, Chen et al. 2016) — MSEC, as in its paper (512 px), and the
+  autoencoders and the GAN, where it scored better than tiling (README, "Correct your own photos").
 * ``direct``: fully convolutional, run at full resolution — Zero-DCE. To bound memory it runs in
   tiles whose halo covers the network's receptive field, which gives the full-image result exactly.
   Zero-DCE++ estimates its curves on the image downscaled by ``zerodce_pp_scale`` (12 from 1200 px
   on the long side, as its paper does) and applies them at full resolution, in row bands.
-* ``tiled``: overlapping ``TILE``-px tiles, blended with linear ramps over the overlap.
+* ``tiled``: overlapping ``TILE``-px tiles, blended with linear ramps over the overlap (the default
+  for a model not in ``STRATEGIES``; the autoencoders and the GAN scored better guided).
 
 Baselines run as they are up to ``BASELINE_DIRECT_MEGAPIXELS``; beyond it the ones that need
 float64 full-resolution copies (``GUIDED_BASELINES``) use the guided path at ``BASELINE_GUIDED_SIDE``,
@@ -51,12 +53,14 @@ STRATEGIES = {
     "msec": "guided",
     "zerodce": "direct",
     "zerodce_pp": "direct",
-    "exponet": "tiled",
-    "exponet_double": "tiled",
-    "hdr_autoencoder": "tiled",
-    "exposure_gan": "tiled",
+    # Guided scored at least as well as tiling for each of these (and as direct full-resolution
+    # inference), at a fraction of the time and memory: benchmarks/fullres_strategies.py.
+    "exponet": "guided",
+    "exponet_double": "guided",
+    "hdr_autoencoder": "guided",
+    "exposure_gan": "guided",
 }
-DEFAULT_STRATEGY = "tiled"  # a model registered later and not listed above
+DEFAULT_STRATEGY = "tiled"  # a model registered later and not compared yet: tiles work for any network
 # Receptive-field radius (px) of the fully convolutional models: a tile halo this wide makes tiled
 # inference exact (Zero-DCE: seven 3×3 convolutions).
 RECEPTIVE_RADIUS = {"zerodce": 7}

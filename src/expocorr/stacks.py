@@ -200,7 +200,7 @@ def _scene(folder: Path, preset: str | None, skipped: list[dict]) -> tuple[list[
     if len(good) < 2:
         what = "camera raw exposures" if preset == "fairchild" else "readable exposures"
         raise StackError(f"{folder}: a stack needs at least two {what}, found {len(good)}")
-    sidecar = read_sidecar(folder, [p.name for p, _ in good])
+    sidecar = read_sidecar(folder, [p.name for p, _ in exposures])  # all of them: lines match files in order
     entries, missing = [], []
     for path, kind in good:
         if path.name in sidecar:
