@@ -8,6 +8,7 @@ import resource
 import signal
 import subprocess
 import time
+from glob import escape as glob_escape
 from pathlib import Path
 
 import cv2
@@ -15,9 +16,10 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
-
 import workspace
+
 from expocorr.inference import MethodError, load_model
+from expocorr.tables import read_csv
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,3 +131,103 @@ def test_failing_writes_keep_previous_outputs(tmp_path):
     assert len(errors) == 1 and "cannot write" in errors[0] and "File too large" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert _tree(repo / "data/rendered") == before
+
+
+def _write(path: Path, image: np.ndarray, **save) -> None:
+    from PIL import Image
+
+    Image.fromarray(image).save(path, **save)
+
+
+def bad_input_corpus(folder: Path) -> dict[str, str]:
+    """One file per kind (built here, no binary fixtures); returns kind -> file name."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    photo = skimage.data.chelsea()  # 300×451 real photo
+    kinds = {}
+
+    def add(kind: str, name: str) -> Path:
+        kinds[kind] = name
+        return folder / name
+
+    good = add("jpeg", "good.jpg")
+    _write(good, photo, quality=92)
+    add("truncated_jpeg", "truncated.jpg").write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    add("zero_byte", "empty.jpg").write_bytes(b"")
+    add("text_as_jpeg", "notes.jpg").write_text("this is not an image\n")
+    cv2.imwrite(str(add("tiff_16bit", "deep.tif")), cv2.cvtColor((photo.astype(np.uint16) * 257), cv2.COLOR_RGB2BGR))
+    _write(add("rgba_png", "alpha.png"), np.dstack([photo, np.full(photo.shape[:2], 128, np.uint8)]))
+    _write(add("grayscale", "gray.png"), cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY))
+    Image.fromarray(photo).convert("CMYK").save(add("cmyk_jpeg", "cmyk.jpg"), quality=92)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    Image.fromarray(photo).save(add("exif_rotated", "rotated.jpg"), exif=exif, quality=92)
+    _write(add("one_pixel", "dot.png"), photo[:1, :1])
+    add("fake_raw", "random.dng").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes())
+    os.symlink(folder / "gone.jpg", add("unreadable", "dangling.jpg"))
+    _write(add("spaces_non_ascii", "été à la plage ü.jpg"), photo[::-1], quality=92)
+    return kinds
+
+
+BAD = {"truncated_jpeg", "zero_byte", "text_as_jpeg", "fake_raw", "unreadable"}
+
+
+@pytest.mark.slow
+def test_bad_input_corpus_through_the_stages_and_correct(tmp_path):
+    """Each kind gets a correct result or one error line naming the file; the rest of the batch completes."""
+    kinds = bad_input_corpus(tmp_path / "corpus")
+    repo = workspace.make(tmp_path, lambda p: (p["data"].update(source="folder", folder=str(tmp_path / "corpus")),
+                                               p["render"].update(max_side=128)))
+    workspace.run(["expocorr", "download"], repo)
+    workspace.run(["expocorr", "render"], repo)
+    indexed = {Path(r["path"]).name for r in read_csv(repo / "data/downloads/index.csv")}
+    skipped = {Path(r["path"]).name: r["reason"] for r in read_csv(repo / "data/downloads/skipped.csv")}
+    manifest = read_csv(repo / "data/rendered/manifest.csv")
+    for kind, name in kinds.items():
+        stem = Path(name).stem
+        if kind in BAD:
+            assert name in skipped and not any(Path(n).stem == stem for n in indexed), kind
+        else:
+            assert name not in skipped, (kind, skipped.get(name))
+    assert len(skipped) == len(BAD)
+    assert len(indexed) == len(kinds) - len(BAD)
+    assert len(manifest) == 5 * (len(kinds) - len(BAD))  # every readable photo rendered at 5 EVs
+
+    out = subprocess.run(["expocorr", "correct", str(tmp_path / "corpus"), "--model", "clahe", "-o",
+                          str(tmp_path / "out")], cwd=repo, env=workspace.env(), capture_output=True, text=True)
+    assert out.returncode == 1, out.stderr
+    errors = [line for line in out.stderr.splitlines() if "ERROR" in line]
+    for kind, name in kinds.items():
+        hits = [line for line in errors if name in line]
+        produced = list((tmp_path / "out").glob(f"{glob_escape(Path(name).stem)}_corrected.*"))
+        if kind in BAD:
+            assert len(hits) == 1 and not produced, (kind, hits, produced)
+        else:
+            assert not hits and len(produced) == 1, (kind, hits)
+    assert "Traceback" not in out.stderr
+    rotated = cv2.imread(str(next((tmp_path / "out").glob("rotated_corrected.*"))))
+    assert rotated.shape[:2] == (451, 300)  # EXIF orientation applied: portrait now
+    gray = cv2.imread(str(next((tmp_path / "out").glob("gray_corrected.*"))), cv2.IMREAD_UNCHANGED)
+    assert gray.ndim == 2
+    deep = cv2.imread(str(next((tmp_path / "out").glob("deep_corrected.*"))), cv2.IMREAD_UNCHANGED)
+    assert deep.dtype == np.uint16
+    alpha = cv2.imread(str(next((tmp_path / "out").glob("alpha_corrected.*"))), cv2.IMREAD_UNCHANGED)
+    assert alpha.shape[2] == 4 and (alpha[..., 3] == 128).all()
+
+
+@pytest.mark.slow
+def test_a_50_megapixel_photo_through_the_stages_and_correct(tmp_path):
+    (tmp_path / "big").mkdir()
+    photo = cv2.resize(skimage.data.chelsea(), (8700, 5800), interpolation=cv2.INTER_CUBIC)  # 50.5 MP
+    cv2.imwrite(str(tmp_path / "big/huge.jpg"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    del photo
+    repo = workspace.make(tmp_path, lambda p: (p["data"].update(source="folder", folder=str(tmp_path / "big")),
+                                               p["render"].update(max_side=256)))
+    workspace.run(["expocorr", "download"], repo)
+    workspace.run(["expocorr", "render"], repo)
+    assert len(read_csv(repo / "data/rendered/manifest.csv")) == 5
+    workspace.run(["expocorr", "correct", str(tmp_path / "big/huge.jpg"), "--model", "clahe", "-o", str(tmp_path / "out")],
+                  repo)
+    out = cv2.imread(str(tmp_path / "out/huge_corrected.jpg"))
+    assert out.shape == (5800, 8700, 3)

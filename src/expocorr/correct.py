@@ -114,7 +114,9 @@ def collect(inputs: list[str], suffix: str, outdir: Path | None) -> tuple[list[t
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            for f in sorted(p for p in path.rglob("*") if p.is_file() and is_photo(p) and not p.name.startswith(".")):
+            # Broken links are kept: they get an error line like any unreadable photo, not silence.
+            for f in sorted(p for p in path.rglob("*")
+                            if (p.is_file() or p.is_symlink()) and is_photo(p) and not p.name.startswith(".")):
                 if (suffix and f.stem.endswith(suffix)) or (
                         out_resolved is not None and out_resolved in f.resolve().parents):
                     skipped += 1
