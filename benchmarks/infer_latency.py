@@ -65,7 +65,8 @@ def one(method: str, size: str, device: str) -> dict:
 
 def measure(method: str, size: str, device: str) -> dict:
     """`one` in a child process; adds the child's peak RSS in MB."""
-    proc = subprocess.run([sys.executable, __file__, "--one", method, size, device], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, __file__, "--one", method, size, device], capture_output=True, text=True,
+                          check=False)
     if proc.returncode:
         raise RuntimeError(f"{method} {size} {device}: failed:\n{proc.stderr[-2000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])

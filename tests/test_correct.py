@@ -209,6 +209,14 @@ def test_never_overwrites_an_input_unless_asked(photos, caplog):
     assert (photos / "b.png").read_bytes() != before
 
 
+def test_camera_raw_becomes_a_16_bit_tiff(tmp_path, make_dng):
+    linear = (real_photo(64, 96).astype(np.float64) / 255) ** 2.2
+    make_dng(tmp_path / "raw" / "shot.dng", linear)
+    assert correct(str(tmp_path / "raw"), "--model", "gamma_auto") == 0
+    out = read_photo(tmp_path / "raw" / "shot_corrected.tif")
+    assert out.bit_depth == 16 and out.rgb.shape == read_photo(tmp_path / "raw" / "shot.dng").rgb.shape
+
+
 def test_two_photos_with_one_output_name(photos, tmp_path, caplog):
     save(photos / "a.png", "png")  # a.jpg and a.png both become a_corrected.png
     assert correct(str(photos / "a.jpg"), str(photos / "a.png"), "--model", "he", "--format", "png") == 1

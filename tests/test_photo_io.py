@@ -14,7 +14,13 @@ import tifffile
 from PIL import Image, ImageCms, ImageOps
 
 from expocorr.images import ImageError
-from expocorr.photo_io import Photo, apply_orientation, output_format, read_photo, write_photo
+from expocorr.photo_io import (
+    Photo,
+    apply_orientation,
+    output_format,
+    read_photo,
+    write_photo,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 from pathlib import Path
 
 from tqdm import tqdm
@@ -53,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def best_method(metrics: Path = METRICS) -> str:
     """The method ranked first by headline PSNR in metrics/*.json that can correct a photo on its own
     (oracles, exposure-stack methods and the identity are passed over)."""
-    from expocorr.baselines import BASELINES
     from expocorr import inference
+    from expocorr.baselines import BASELINES
 
     ranked = []
     for path in sorted(metrics.glob("*.json")) if metrics.is_dir() else []:
@@ -64,7 +65,7 @@ def best_method(metrics: Path = METRICS) -> str:
         except (OSError, ValueError, KeyError, TypeError):
             continue
         name = str(data.get("method") or path.stem)
-        if data.get("oracle") or name in NOT_CORRECTORS or psnr != psnr:
+        if data.get("oracle") or name in NOT_CORRECTORS or not math.isfinite(psnr):
             continue
         if name in BASELINES and BASELINES[name].needs_stack:
             continue

@@ -179,7 +179,7 @@ def _metadata(path: Path, data: bytes) -> tuple[str, bytes | None, bytes | None,
                 exif_bytes = _exif_to_keep(exif, fmt)
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error):
         raise ImageError(f"{path}: not a JPEG, PNG or TIFF image, or a corrupt one") from None
     return fmt, exif_bytes, icc, orientation if 1 <= orientation <= 8 else 1, mode, bits
 
@@ -295,7 +295,7 @@ def _encode_png16(pixels: np.ndarray, photo: Photo) -> bytes:
     if photo.icc:  # iCCP: profile name, NUL, compression method 0, zlib stream
         extra += _png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(photo.icc))
     if photo.exif:  # eXIf: the TIFF-structured EXIF without JPEG's "Exif\0\0" marker
-        extra += _png_chunk(b"eXIf", photo.exif[len(EXIF_HEADER):] if photo.exif.startswith(EXIF_HEADER) else photo.exif)
+        extra += _png_chunk(b"eXIf", photo.exif.removeprefix(EXIF_HEADER))
     ihdr_end = 8 + 8 + 13 + 4  # signature, then IHDR (always first, 13 data bytes)
     return data[:ihdr_end] + extra + data[ihdr_end:]
 
