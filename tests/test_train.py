@@ -10,7 +10,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
