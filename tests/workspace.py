@@ -18,7 +18,7 @@ BIN = Path(sys.executable).parent
 
 def env() -> dict:
     """The environment for engine runs: the venv's commands first, no analytics, quiet git."""
-    out = dict(os.environ)
+    out = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # mlflow.set_tracking_uri sets it
     out["PATH"] = f"{BIN}{os.pathsep}{out.get('PATH', '')}"
     out.update(DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
                GIT_COMMITTER_EMAIL="t@t")
