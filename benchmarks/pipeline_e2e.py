@@ -2,7 +2,9 @@
 
 Copies the repository (tracked and unignored files) into a temporary directory, runs
 `snakemake --cores all --resources gpu=1` (and `dvc repro` in a second copy), then the same command
-again, and writes reports/bench/pipeline_e2e.json.
+again, and writes reports/bench/pipeline_e2e.json: wall times, per-model training seconds and final
+val PSNR against the identity's, and (with both engines) whether the two from-scratch runs of the
+default params gave identical metrics JSONs and train logs (timings aside).
 
     python benchmarks/pipeline_e2e.py [--engine snakemake|dvc|both] [--keep]
 """
@@ -57,6 +59,30 @@ def timed(cmd: list[str], cwd: Path) -> float:
     return seconds
 
 
+def training_summary(repo: Path) -> dict:
+    """Per model: summed epoch seconds, epochs, best val PSNR and the identity's val PSNR."""
+    summary = {}
+    for log in sorted((repo / "models").glob("*/train_log.csv")):
+        rows = list(csv.DictReader(open(log)))
+        summary[log.parent.name] = {
+            "seconds": round(sum(float(r["seconds"]) for r in rows), 1), "epochs": len(rows),
+            "best_val_psnr": round(max(float(r["val_psnr"]) for r in rows), 3),
+            "val_psnr_identity": round(float(rows[-1]["val_psnr_identity"]), 3)}
+    return summary
+
+
+def outcomes(repo: Path) -> tuple[dict, dict]:
+    """Every metrics JSON and train log of a run, timing fields removed."""
+    metrics = {}
+    for path in sorted((repo / "metrics").glob("*.json")):
+        data = json.loads(path.read_text())
+        data.pop("seconds_per_megapixel", None)
+        metrics[path.name] = data
+    logs = {log.parent.name: [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(open(log))]
+            for log in sorted((repo / "models").glob("*/train_log.csv"))}
+    return metrics, logs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engine", choices=["snakemake", "dvc", "both"], default="both")
@@ -69,14 +95,17 @@ def main() -> None:
         repo = copy_repo(root / engine)
         full = timed(COMMANDS[engine], repo)
         noop = timed(COMMANDS[engine], repo)
-        train = sum(float(r["seconds"]) for log in (repo / "models").glob("*/train_log.csv")
-                    for r in csv.DictReader(open(log)))
+        models = training_summary(repo)
+        train = sum(m["seconds"] for m in models.values())
         results.append({"engine": engine, "full_run_seconds": round(full, 1), "noop_rerun_seconds": round(noop, 1),
-                        "training_epoch_seconds_total": round(train, 1),
+                        "training_epoch_seconds_total": round(train, 1), "models": models,
                         "report": (repo / "reports/report.html").is_file()})
         print(f"{engine}: full {full:.1f} s, no-op rerun {noop:.1f} s, training epochs {train:.1f} s")
     report = {"benchmark": "pipeline_e2e", "cpu_count": os.cpu_count(), "machine": platform.machine(),
               "python": platform.python_version(), "results": results}
+    if len(engines) == 2:
+        report["identical_metrics_across_runs"] = outcomes(root / "snakemake") == outcomes(root / "dvc")
+        print(f"identical metrics across the two from-scratch runs: {report['identical_metrics_across_runs']}")
     write_text(OUT, json.dumps(report, indent=2) + "\n")
     print(f"wrote {OUT}")
     if not args.keep:
