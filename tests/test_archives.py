@@ -421,3 +421,45 @@ def test_target_parent_is_created(box):
     target = box.root / "new" / "deeper" / "target"
     assert extract(archive, target, BIG) == target
     assert tree(target) == {"a.txt": ("file", b"a")}
+
+
+def wrap_offsets(data: bytes, modulus: int) -> bytes:
+    """The zip `data` as an archive written without ZIP64 records would store it were `modulus` 2**32:
+    every local-header offset and the central directory's offset reduced modulo `modulus`."""
+    out = bytearray(data)
+    eocd = out.rindex(b"PK\x05\x06")
+    entries, cd_offset = struct.unpack_from("<H4xL", out, eocd + 10)
+    struct.pack_into("<L", out, eocd + 16, cd_offset % modulus)
+    position = cd_offset
+    for _ in range(entries):
+        assert out[position:position + 4] == b"PK\x01\x02"
+        names = struct.unpack_from("<3H", out, position + 28)
+        header = struct.unpack_from("<L", out, position + 42)[0]
+        struct.pack_into("<L", out, position + 42, header % modulus)
+        position += 46 + sum(names)
+    return bytes(out)
+
+
+def test_zip_over_the_offset_limit_without_zip64_records_extracts(box, monkeypatch):
+    """A zip larger than 2**32 bytes written without ZIP64 (the Fairchild survey's HDRPS_Raws.zip) keeps
+    its offsets modulo 2**32; here the limit is lowered to 4 KiB so the archive can be small."""
+    monkeypatch.setattr("expocorr.archives.ZIP_WRAP", 4096)
+    rng = np.random.default_rng(1)
+    files = {f"HDRPS_Raws/Scene{i // 3}/DSC_{i:04d}.NEF": rng.integers(0, 256, int(n), dtype=np.uint8).tobytes()
+             for i, n in enumerate(rng.integers(500, 9000, 12))}
+    plain = zip_bytes(list(files.items()), zipfile.ZIP_STORED)
+    assert len(plain) > 10 * 4096
+    wrapped = box.write("HDRPS_Raws.zip", wrap_offsets(plain, 4096))
+    with zipfile.ZipFile(wrapped) as zf, pytest.raises(zipfile.BadZipFile):  # what zipfile alone makes of it
+        [zf.read(name) for name in files]
+    extract(wrapped, box.target, BIG)
+    assert {k: v for k, v in tree(box.target).items() if v[0] == "file"} == {k: ("file", v) for k, v in files.items()}
+
+
+def test_zip_with_data_prepended_is_left_as_zipfile_reads_it(box, monkeypatch):
+    """A self-extracting-style archive (bytes before the zip) is not mistaken for a wrapped one."""
+    monkeypatch.setattr("expocorr.archives.ZIP_WRAP", 4096)
+    body = zip_bytes(list(GOOD_FILES.items()), zipfile.ZIP_STORED)
+    archive = box.write("sfx.zip", b"#!/bin/sh\n" + bytes(5000) + body)
+    extract(archive, box.target, BIG)
+    assert tree(box.target) == {k: v for k, v in GOOD_TREE.items() if k != "photos/empty"}

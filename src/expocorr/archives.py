@@ -15,6 +15,11 @@ from expocorr.errors import UserError
 from expocorr.atomic import atomic_dir
 
 
+# Zip offsets are 32-bit unless an archive carries ZIP64 records.
+ZIP_WRAP = 1 << 32
+LOCAL_HEADER = b"PK\x03\x04"
+
+
 class ArchiveError(UserError, ValueError):
     """An archive that is refused or unreadable; the message names the archive and member."""
 
@@ -35,8 +40,43 @@ def _check_total(archive: Path, total: int, max_bytes: int) -> None:
         )
 
 
+def _unwrap_offsets(zf: zipfile.ZipFile, archive: Path) -> None:
+    """Give each member of a zip over 4 GiB written without ZIP64 records its true offset.
+
+    Such archives (the HDR Photographic Survey's 14 GB HDRPS_Raws.zip is one) store every offset
+    modulo 2**32. zipfile still finds the central directory at the end, but takes its wrapped offset
+    for data prepended to the archive and shifts every member by that. Members lie in central-directory
+    order, so each true offset is the first one congruent to the stored offset, past the previous
+    member, that holds a local file header. Archives whose members all start at a local header are
+    left as they are.
+    """
+    fp = zf.fp
+
+    def is_header(offset: int) -> bool:
+        fp.seek(offset)
+        return fp.read(4) == LOCAL_HEADER
+
+    if archive.stat().st_size <= ZIP_WRAP or all(is_header(i.header_offset) for i in zf.filelist):
+        return
+    position = 0
+    for info in zf.filelist:
+        offset = info.header_offset % ZIP_WRAP
+        offset += -(-(position - offset) // ZIP_WRAP) * ZIP_WRAP if offset < position else 0
+        while offset < zf.start_dir and not is_header(offset):
+            offset += ZIP_WRAP
+        if offset >= zf.start_dir:
+            raise ArchiveError(f"{archive}: corrupt archive: no local header for member {info.filename!r}")
+        info.header_offset = offset
+        position = offset + len(LOCAL_HEADER) + info.compress_size
+    if hasattr(zf.filelist[0], "_end_offset"):  # Python >= 3.12 bounds each member by the next one's start
+        end = zf.start_dir
+        for info in sorted(zf.filelist, key=lambda i: i.header_offset, reverse=True):
+            info._end_offset, end = end, info.header_offset
+
+
 def _extract_zip(archive: Path, target: Path, max_bytes: int) -> None:
     with zipfile.ZipFile(archive) as zf:
+        _unwrap_offsets(zf, archive)
         members = zf.infolist()
         for info in members:
             _check_name(archive, info.filename)

@@ -47,10 +47,6 @@ LISTING = "stack.json"
 SIDECARS = ("exposures.txt", "exposures.csv")
 REFERENCE_STEM = "reference"
 EXIF_IFD, EXPOSURE_TIME = 0x8769, 0x829A
-# The HDR Photographic Survey (Mark D. Fairchild, RIT): ~105 scenes, each a bracket of Nikon NEF raw
-# exposures one stop apart plus a tone-mapped render. Its home page (not verified from this offline
-# build; formerly http://rit-mcsl.org/fairchild/HDR.html) publishes every scene separately.
-FAIRCHILD_PAGE = "http://markfairchild.org/HDR.html"
 TIME_FORMS = (
     "give them as EXIF ExposureTime (JPEG/PNG/TIFF), in the camera raw metadata, or in a sidecar in the "
     "scene folder: exposures.txt ('FILE SECONDS' per line, e.g. 'IMG_1.jpg 1/8') or exposures.csv "
@@ -271,9 +267,9 @@ def source_folder(data: dict) -> Path:
         return extract(archive, Path(data["cache_dir"]) / f"{archive.name}.d", data["max_archive_bytes"])
     except ArchiveError:
         if _is_html(archive):
-            hint = (" The HDR Photographic Survey publishes each scene separately: download the scenes' raw (NEF) "
-                    "files and renders into one folder per scene and set data.folder, or pack them into one zip/tar "
-                    "and set data.stacks.fairchild.url and .sha256." if preset == "fairchild" else "")
+            hint = (" The HDR Photographic Survey's raw stacks are one zip, http://markfairchild.org/files/HDRPS_Raws.zip "
+                    "(plain http); or put the scenes' raw (NEF) files and renders into one folder per scene and set "
+                    "data.folder." if preset == "fairchild" else "")
             raise StackError(f"{url}: got an HTML page, not a zip or tar archive.{hint}") from None
         raise
 
