@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -99,6 +97,7 @@ def main() -> None:
     import torch
 
     from expocorr.atomic import write_text
+    from machine import machine
 
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     methods = args.methods or default_methods()
@@ -111,9 +110,7 @@ def main() -> None:
                 print(f"{device:5s} {method:18s} {entry['megapixels']:6.2f} MP {entry['seconds']:8.2f} s "
                       f"{entry['peak_rss_mb']:8.0f} MB", flush=True)
     report = {
-        "benchmark": "infer_latency", "torch": str(torch.__version__), "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "results": results,
+        "benchmark": "infer_latency", **machine(), "results": results,
     }
     write_text(OUT, json.dumps(report, indent=2) + "\n")
     print(f"wrote {OUT}")

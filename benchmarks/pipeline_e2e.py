@@ -15,7 +15,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 
 from expocorr.atomic import write_text
+from machine import machine
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "reports/bench/pipeline_e2e.json"
@@ -101,8 +101,7 @@ def main() -> None:
                         "training_epoch_seconds_total": round(train, 1), "models": models,
                         "report": (repo / "reports/report.html").is_file()})
         print(f"{engine}: full {full:.1f} s, no-op rerun {noop:.1f} s, training epochs {train:.1f} s")
-    report = {"benchmark": "pipeline_e2e", "cpu_count": os.cpu_count(), "machine": platform.machine(),
-              "python": platform.python_version(), "results": results}
+    report = {"benchmark": "pipeline_e2e", **machine(), "results": results}
     if len(engines) == 2:
         report["identical_metrics_across_runs"] = outcomes(root / "snakemake") == outcomes(root / "dvc")
         print(f"identical metrics across the two from-scratch runs: {report['identical_metrics_across_runs']}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine  # noqa: E402
 from pipeline_e2e import copy_repo, timed  # noqa: E402
 
 from expocorr.atomic import write_text  # noqa: E402
@@ -61,7 +61,7 @@ def main() -> None:
     margins = {m: {b: round(psnr[m] - psnr[b], 3) for b in CLASSICAL if b in psnr} for m in models}
     report = {
         "benchmark": "quality_real", "photos": str(args.photos), "n_test_images": metrics["identity"]["n_images"],
-        "wall_seconds": round(seconds, 1), "cpu_count": os.cpu_count(), "params_train_common": params["train"]["common"],
+        "wall_seconds": round(seconds, 1), **machine(), "params_train_common": params["train"]["common"],
         "leaderboard": board, "psnr": psnr, "ssim": {m: s["overall"]["ssim"] for m, s in metrics.items()},
         "psnr_margin_over_classical": margins,
         "beats_all_classical": [m for m in models if all(v > 0 for v in margins[m].values())],

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import torch
 
 from expocorr import params as params_mod
 from expocorr.atomic import write_text
+from machine import machine
 from expocorr.models import build
 
 OUT = Path("reports/bench/train_throughput.json")
@@ -72,9 +71,7 @@ def main() -> None:
                             "batch_size": common["batch_size"], "patch_size": common["patch_size"]})
             print(f"{device.type:5s} {name:16s} {sps:9.1f} samples/s")
     report = {
-        "benchmark": "train_throughput", "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "results": results,
+        "benchmark": "train_throughput", **machine(), "results": results,
     }
     write_text(OUT, json.dumps(report, indent=2) + "\n")
     print(f"wrote {OUT}")

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import copy
 import http.server
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from expocorr import params
+
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+@pytest.fixture(scope="session")
+def base() -> dict:
+    """The repository's params.yaml, loaded and validated once: deep-copy it before changing it."""
+    return params.load(REPO_PARAMS)
+
+
+@pytest.fixture
+def p(base) -> dict:
+    """A copy of the repository's params for one test to change."""
+    return copy.deepcopy(base)
+
 
 # ---------------------------------------------------------------------------------------------
 # Fixtures of the download / archives tests (tests/test_download.py, tests/test_archives.py):

@@ -19,13 +19,11 @@ import jsonschema
 import numpy as np
 import pytest
 import rawpy
-import yaml
 
 from expocorr import download, params
 from expocorr.archives import ArchiveError
 from expocorr.tables import read_csv
 
-REAL_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 INDEX_HEADER = "scene,kind,path,split,ev,reference," + ",".join(f"reference_expert_{e}" for e in "abcde")
 EMPTY = {"split": "", "ev": "", "reference": ""} | {f"reference_expert_{e}": "" for e in "abcde"}
 SKIMAGE_PHOTOS = {"astronaut": "data/astronaut.png", "chelsea": "data/chelsea.png", "coffee": "data/coffee.png"}
@@ -111,10 +109,6 @@ def repo(tmp_path, monkeypatch):
     return root
 
 
-@pytest.fixture(scope="module")
-def real_params() -> dict:
-    return yaml.safe_load(REAL_PARAMS.read_text())
-
 
 @pytest.fixture(scope="module")
 def data_validator():
@@ -124,11 +118,11 @@ def data_validator():
 
 
 @pytest.fixture
-def make_params(real_params, data_validator):
+def make_params(base, data_validator):
     """The repository's params.yaml with `data` keys changed in memory; `data` checked against the schema."""
 
     def make(**data) -> dict:
-        p = copy.deepcopy(real_params)
+        p = copy.deepcopy(base)
         p["data"].update(data)
         data_validator.validate(p["data"])
         return p

@@ -19,10 +19,6 @@ PARAMS = REPO / "params.yaml"
 EXPOCORR = REPO / ".venv" / "bin" / "expocorr"
 
 
-@pytest.fixture(scope="module")
-def base() -> dict:
-    return params.load(PARAMS)
-
 
 def _set(path: str, value):
     def edit(p):

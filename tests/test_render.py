@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import skimage
 
-from expocorr import download, params, render, split
+from expocorr import download, render, split
 from expocorr.images import ImageError, read_rgb, resize_max_side, write_rgb
 from expocorr.tables import read_csv, write_csv
 
@@ -28,10 +28,6 @@ MSEC_EVS = (-1.5, -1.0, 0.0, 1.0, 1.5)
 
 # --- helpers -------------------------------------------------------------------------------------
 
-
-@pytest.fixture(scope="module")
-def base() -> dict:
-    return params.load(REPO / "params.yaml")
 
 
 @pytest.fixture

@@ -137,14 +137,6 @@ def build_tree(root: Path, train_logs: bool = True) -> dict[str, dict]:
     return metrics
 
 
-@pytest.fixture(scope="module")
-def base() -> dict:
-    return params.load(REPO / "params.yaml")
-
-
-@pytest.fixture
-def p(base) -> dict:
-    return copy.deepcopy(base)
 
 
 @pytest.fixture(scope="module")

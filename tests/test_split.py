@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from expocorr import download, params, render, split
+from expocorr import download, render, split
 from expocorr.tables import read_csv, write_csv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,14 +15,6 @@ FIELDS = ["scene", "ev", "input", "reference", "source"]
 EVS = (-1.5, -1.0, 0.0, 1.0, 1.5)
 
 
-@pytest.fixture(scope="module")
-def base() -> dict:
-    return params.load(REPO / "params.yaml")
-
-
-@pytest.fixture
-def p(base) -> dict:
-    return copy.deepcopy(base)
 
 
 def write_manifest(n_scenes: int, split_of=None, evs=EVS) -> list[dict]:

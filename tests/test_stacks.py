@@ -36,10 +36,6 @@ MOTIONS = ["translation", "euclidean", "affine", "homography"]
 # --- helpers -------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def base_params() -> dict:
-    return params.load(REPO / "params.yaml")
-
 
 def stack_params(base: dict, folder: Path | None = None, **stack_cfg) -> dict:
     """params.yaml with `data.source: stacks` on `folder`, full-size renders, `render.stacks` updated."""
@@ -181,7 +177,7 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_evs_from_exposure_times_and_registration_in_the_pipeline(workdir, base_params):
+def test_evs_from_exposure_times_and_registration_in_the_pipeline(workdir, base):
     """Three scenes with times in EXIF (PNG), exposures.txt (JPEG) and exposures.csv (TIFF); scene a has two
     exposures misaligned by known warps. EVs are log2 of the exposure-time ratio to the exposure nearest
     mid-grey; the warps are recovered within a pixel; the registered inputs match the unmoved exposures."""
@@ -190,7 +186,7 @@ def test_evs_from_exposure_times_and_registration_in_the_pipeline(workdir, base_
     scenes = {"a": bracketed.write_stack(workdir / "src/a", "astronaut", warps=warps),
               "b": bracketed.write_stack(workdir / "src/b", "coffee", times_in="txt", suffix=".jpg"),
               "c": bracketed.write_stack(workdir / "src/c", "rocket", times_in="csv", suffix=".tif")}
-    run_stages(stack_params(base_params, workdir / "src"), "download", "render", "split")
+    run_stages(stack_params(base, workdir / "src"), "download", "render", "split")
 
     index = read_csv(download.INDEX)
     assert [(r["scene"], r["kind"]) for r in index] == [("a", "stack"), ("b", "stack"), ("c", "stack")]
@@ -238,14 +234,14 @@ def test_evs_from_exposure_times_and_registration_in_the_pipeline(workdir, base_
         assert {"stack", "exposure_time", "augment"} <= set(part[0])
 
 
-def test_low_correlation_pair_is_dropped_and_listed(workdir, base_params):
+def test_low_correlation_pair_is_dropped_and_listed(workdir, base):
     """One 'exposure' of the stack is another photo: its ECC correlation stays low; it is dropped from
     the manifest and the stack listing, and listed with its reason in registration.csv."""
     built = bracketed.write_stack(workdir / "src/a", "astronaut")
     other = cv2.resize(bracketed.radiance("coffee", 256), (256, 256), interpolation=cv2.INTER_AREA)
     bracketed.save(workdir / "src/a/exp1.png", bracketed.expose(other, built["times"][1], built["gain"]),
                    built["times"][1])
-    run_stages(stack_params(base_params, workdir / "src"), "download", "render")
+    run_stages(stack_params(base, workdir / "src"), "download", "render")
     table = {r["file"]: r for r in read_csv(render.REGISTRATION)}
     assert table["exp1.png"]["kept"] == "False"
     assert float(table["exp1.png"]["ecc"]) < 0.8
@@ -257,23 +253,23 @@ def test_low_correlation_pair_is_dropped_and_listed(workdir, base_params):
     assert "exp1.png" not in listed and len(listed) == 4
 
 
-def test_registration_threshold_and_motion_none(workdir, base_params):
+def test_registration_threshold_and_motion_none(workdir, base):
     """`motion: none` keeps every warp the identity (a misaligned exposure then correlates poorly and is
     dropped); `threshold: -1` keeps every pair."""
     shape = (256, 256)
     bracketed.write_stack(workdir / "src/a", "astronaut", warps={0: bracketed.known_warp(shape, 2.0, (6.0, 4.0))})
-    run_stages(stack_params(base_params, workdir / "src", register={"motion": "none"}), "download", "render")
+    run_stages(stack_params(base, workdir / "src", register={"motion": "none"}), "download", "render")
     table = {r["file"]: r for r in read_csv(render.REGISTRATION)}
     assert all(json.loads(r["warp"]) == np.eye(3).tolist() for r in table.values())
     assert table["exp0.png"]["kept"] == "False"
-    run_stages(stack_params(base_params, workdir / "src", register={"motion": "none", "threshold": -1}), "render")
+    run_stages(stack_params(base, workdir / "src", register={"motion": "none", "threshold": -1}), "render")
     assert len(manifest()) == 5
 
 
 @pytest.mark.parametrize("mode", ["nearest_mid_grey", "mertens", "debevec_reinhard", "provided"])
-def test_reference_choices(workdir, base_params, mode):
+def test_reference_choices(workdir, base, mode):
     bracketed.write_stack(workdir / "src/a", "chelsea", side=200, reference=mode == "provided")
-    run_stages(stack_params(base_params, workdir / "src", reference=mode), "download", "render")
+    run_stages(stack_params(base, workdir / "src", reference=mode), "download", "render")
     rows = manifest()
     reference = to_uint8(read_rgb(rows[0]["reference"]))
     stack = stacks.read_stack(rows[0]["stack"])
@@ -284,7 +280,7 @@ def test_reference_choices(workdir, base_params, mode):
         fused = to_uint8(fusion.fuse_stack([x for x, _ in stack])).astype(int)
         assert np.abs(fused - reference).max() <= 1
     elif mode == "debevec_reinhard":
-        ctx = {"ev": None, "render": base_params["render"], "stack": stack}
+        ctx = {"ev": None, "render": base["render"], "stack": stack}
         np.testing.assert_array_equal(to_uint8(BASELINES["debevec_reinhard"].fn(stack[0][0], ctx)), reference)
     else:  # provided, aligned exposures: no crop, the render as given
         np.testing.assert_array_equal(reference, to_uint8(read_rgb(workdir / "src/a/reference.png")))
@@ -292,22 +288,22 @@ def test_reference_choices(workdir, base_params, mode):
     assert transforms("a")["reference"] == mode
 
 
-def test_provided_reference_falls_back_or_skips(workdir, base_params):
+def test_provided_reference_falls_back_or_skips(workdir, base):
     bracketed.write_stack(workdir / "src/with", "astronaut", side=128, reference=True)
     bracketed.write_stack(workdir / "src/without", "coffee", side=128)
-    run_stages(stack_params(base_params, workdir / "src", reference="provided", fallback="nearest_mid_grey"),
+    run_stages(stack_params(base, workdir / "src", reference="provided", fallback="nearest_mid_grey"),
                "download", "render")
     assert {(r["scene"]) for r in manifest()} == {"with", "without"}
     assert transforms("without")["reference"] == "nearest_mid_grey"
     assert transforms("with")["reference"] == "provided"
-    run_stages(stack_params(base_params, workdir / "src", reference="provided", fallback=None), "render")
+    run_stages(stack_params(base, workdir / "src", reference="provided", fallback=None), "render")
     assert {r["scene"] for r in manifest()} == {"with"}  # the scene without a reference is skipped
 
 
-def test_augmented_copies_after_registration(workdir, base_params):
+def test_augmented_copies_after_registration(workdir, base):
     bracketed.write_stack(workdir / "src/a", "astronaut", side=160)
     cfg = {"copies": 2, "crop": 0.75, "flip": True, "rotate": True, "seed": 3}
-    p = stack_params(base_params, workdir / "src", augment=cfg)
+    p = stack_params(base, workdir / "src", augment=cfg)
     run_stages(p, "download", "render")
     rows = manifest()
     assert sorted({int(r["augment"]) for r in rows}) == [0, 1, 2] and len(rows) == 15
@@ -323,21 +319,21 @@ def test_augmented_copies_after_registration(workdir, base_params):
         assert sorted(read_rgb(mine[0]["input"]).shape[:2]) == [round(0.75 * base.shape[0])] * 2
 
 
-def test_scene_without_exposure_times_is_skipped_and_named(workdir, base_params):
+def test_scene_without_exposure_times_is_skipped_and_named(workdir, base):
     bracketed.write_stack(workdir / "src/timed", "astronaut", side=128)
     bracketed.write_stack(workdir / "src/untimed", "coffee", side=128, times_in="none")
-    run_stages(stack_params(base_params, workdir / "src"), "download")
+    run_stages(stack_params(base, workdir / "src"), "download")
     assert [r["scene"] for r in read_csv(download.INDEX)] == ["timed"]
     skipped = read_csv(download.SKIPPED)
     assert skipped[0]["path"].endswith("untimed") and "no exposure time for exp0.png" in skipped[0]["reason"]
     assert "exposures.txt" in skipped[0]["reason"] and "EXIF ExposureTime" in skipped[0]["reason"]
     shutil.rmtree(workdir / "src/timed")
     with pytest.raises(stacks.StackError, match="no usable exposure stack") as info:
-        run_stages(stack_params(base_params, workdir / "src"), "download")
+        run_stages(stack_params(base, workdir / "src"), "download")
     assert "untimed: no exposure time" in str(info.value) and "exposures.csv" in str(info.value)
 
 
-def test_fairchild_layout_with_raw_exposures(workdir, base_params, make_dng):
+def test_fairchild_layout_with_raw_exposures(workdir, base, make_dng):
     """The preset's layout: NEF-like camera raw exposures (here DNGs recording their ExposureTime) and one
     JPEG render named after the scene folder, which becomes the reference."""
     linear = bracketed.radiance("astronaut", 128)
@@ -346,7 +342,7 @@ def test_fairchild_layout_with_raw_exposures(workdir, base_params, make_dng):
     for i, t in enumerate(times):
         make_dng(folder / f"Scene1_{i}.dng", np.clip(linear * t * 4, 0, 1), exposure_time=t)
     bracketed.save(folder / "Scene1.jpg", bracketed.expose(linear, 1 / 8, 4))
-    p = stack_params(base_params, workdir / "src", register={"threshold": 0.5})
+    p = stack_params(base, workdir / "src", register={"threshold": 0.5})
     p["data"]["stacks"]["preset"] = "fairchild"
     run_stages(p, "download", "render")
     listing = stacks.read_listing(download.FILES / "Scene1/stack.json")
@@ -358,20 +354,20 @@ def test_fairchild_layout_with_raw_exposures(workdir, base_params, make_dng):
     assert read_rgb(rows[0]["reference"]).shape == read_rgb(rows[0]["input"]).shape
 
 
-def test_stacks_from_an_archive_by_url(workdir, base_params, http_server):
+def test_stacks_from_an_archive_by_url(workdir, base, http_server):
     bracketed.write_stack(workdir / "src/Scene A", "astronaut", side=96)
     archive = http_server.root / "stacks.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         for path in sorted((workdir / "src").rglob("*")):
             zf.write(path, Path("bundle") / path.relative_to(workdir / "src"))
-    p = stack_params(base_params)
+    p = stack_params(base)
     p["data"].update(url=http_server.url("stacks.zip"), sha256=hashlib.sha256(archive.read_bytes()).hexdigest())
     run_stages(params.validate(p), "download", "render")
     assert [r["scene"] for r in read_csv(download.INDEX)] == ["bundle__Scene_A"]
     assert len(manifest()) == 5
 
 
-def test_fairchild_preset_reads_the_survey_raw_zip(workdir, base_params, http_server, monkeypatch, make_dng):
+def test_fairchild_preset_reads_the_survey_raw_zip(workdir, base, http_server, monkeypatch, make_dng):
     """The survey's HDRPS_Raws.zip layout (HDRPS_Raws/<Scene>/*.NEF, no renders), fetched by the preset over
     HTTP. The real zip is over 4 GiB without ZIP64 records; the offset limit is lowered to 32 KiB so a
     small archive wraps the same way. Scenes without a render get the fallback reference (Mertens)."""
@@ -388,7 +384,7 @@ def test_fairchild_preset_reads_the_survey_raw_zip(workdir, base_params, http_se
     data = wrap_offsets((tree / "plain.zip").read_bytes(), 1 << 15)
     assert len(data) > 3 * (1 << 15)
     (http_server.root / "HDRPS_Raws.zip").write_bytes(data)
-    p = stack_params(base_params, register={"threshold": 0.5})
+    p = stack_params(base, register={"threshold": 0.5})
     p["data"]["stacks"].update(preset="fairchild", fairchild={"url": http_server.url("HDRPS_Raws.zip"),
                                                               "sha256": hashlib.sha256(data).hexdigest()})
     run_stages(params.validate(p), "download", "render")
@@ -400,9 +396,9 @@ def test_fairchild_preset_reads_the_survey_raw_zip(workdir, base_params, http_se
     assert len(manifest()) == 6
 
 
-def test_fairchild_page_instead_of_an_archive_is_a_clear_error(workdir, base_params, http_server):
+def test_fairchild_page_instead_of_an_archive_is_a_clear_error(workdir, base, http_server):
     (http_server.root / "HDR.html").write_text("<!DOCTYPE html><html><body>HDR Photographic Survey</body></html>")
-    p = stack_params(base_params)
+    p = stack_params(base)
     p["data"]["stacks"].update(preset="fairchild", fairchild={"url": http_server.url("HDR.html"), "sha256": None})
     with pytest.raises(stacks.StackError, match="got an HTML page, not a zip or tar archive") as info:
         run_stages(params.validate(p), "download")
@@ -418,8 +414,8 @@ def test_fairchild_page_instead_of_an_archive_is_a_clear_error(workdir, base_par
     (lambda p: p["render"]["stacks"]["augment"].update(crop=0), "render.stacks.augment.crop: 0 is out of range"),
     (lambda p: p["data"]["stacks"].update(preset="msec"), "data.stacks.preset: 'msec' is not allowed"),
 ])
-def test_stack_params_are_validated(base_params, edit, message):
-    p = copy.deepcopy(base_params)
+def test_stack_params_are_validated(base, edit, message):
+    p = copy.deepcopy(base)
     edit(p)
     with pytest.raises(params.ParamsError) as info:
         params.validate(p)
@@ -437,10 +433,10 @@ def shared(name: str) -> Path:
 
 
 @pytest.mark.shared_data
-def test_frobisher_exif_times_and_registration(workdir, base_params):
+def test_frobisher_exif_times_and_registration(workdir, base):
     """A real tripod bracket with EXIF exposure times 1/8, 1 and 8 s: EVs 3 stops apart, every pair kept
     with a warp below a pixel, Mertens reference (the scene has none)."""
-    run_stages(stack_params(base_params, shared("frobisher")), "download", "render")
+    run_stages(stack_params(base, shared("frobisher")), "download", "render")
     listing = stacks.read_listing(download.FILES / "frobisher/stack.json")
     assert [(e["exposure_time"], e["time_from"]) for e in listing["exposures"]] == [
         (0.125, "EXIF"), (1.0, "EXIF"), (8.0, "EXIF")]
@@ -452,13 +448,13 @@ def test_frobisher_exif_times_and_registration(workdir, base_params):
 
 
 @pytest.mark.shared_data
-def test_mertens_house_without_times_is_a_clear_error_then_works_with_a_sidecar(workdir, base_params):
+def test_mertens_house_without_times_is_a_clear_error_then_works_with_a_sidecar(workdir, base):
     """No exposure times anywhere: the download stops naming the scene and the accepted forms. With a
     sidecar of times only (one stop apart: an assumption, the real times are not published) the scene
     renders; its darkest frame registers through its neighbour."""
     house = shared("mertens_house")
     with pytest.raises(stacks.StackError) as info:
-        run_stages(stack_params(base_params, house), "download")
+        run_stages(stack_params(base, house), "download")
     message = str(info.value)
     assert "mertens_house" in message and "no exposure time for A.jpg, B.jpg, C.jpg, D.jpg" in message
     assert "exposures.txt" in message and "exposures.csv" in message and "EXIF ExposureTime" in message
@@ -466,7 +462,7 @@ def test_mertens_house_without_times_is_a_clear_error_then_works_with_a_sidecar(
     copy_ = workdir / "mertens_house"
     shutil.copytree(house, copy_)
     (copy_ / "exposures.txt").write_text("1/8\n1/4\n1/2\n1\n")
-    run_stages(stack_params(base_params, copy_, reference="mertens"), "download", "render")
+    run_stages(stack_params(base, copy_, reference="mertens"), "download", "render")
     table = read_csv(render.REGISTRATION)
     assert [r["file"] for r in table] == ["A.jpg", "B.jpg", "C.jpg", "D.jpg"]
     assert all(r["kept"] == "True" for r in table), table
@@ -479,13 +475,13 @@ def test_mertens_house_without_times_is_a_clear_error_then_works_with_a_sidecar(
 
 
 @pytest.mark.slow
-def test_stack_baselines_are_scored_against_the_reference(workdir, base_params):
+def test_stack_baselines_are_scored_against_the_reference(workdir, base):
     """evaluate passes each scene's registered stack (real exposure times) to the baselines: with
     Debevec + Reinhard references, the debevec_reinhard baseline reproduces the reference exactly
     (PSNR at the cap) on every input; mertens fuses the same stack (one output per scene)."""
     for name in ("astronaut", "coffee", "chelsea"):
         bracketed.write_stack(workdir / "src" / name, name, side=128)
-    p = stack_params(base_params, workdir / "src", reference="debevec_reinhard")
+    p = stack_params(base, workdir / "src", reference="debevec_reinhard")
     p["evaluate"]["noref"]["brisque"] = False
     (workdir / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     for cmd in (["download"], ["render"], ["split"], ["evaluate", "--method", "debevec_reinhard"],
