@@ -154,36 +154,33 @@ def loss_weights(**kw) -> dict:
 # --------------------------------------------------------------------------- model
 
 
-@register("zerodce")
-class ZeroDCE(nn.Module):
-    """DCE-Net + 8 iterated curves. `width` channels per layer; `iterations` curve maps.
-
-    Loss arch params: `w_spa`, `w_exp`, `w_col`, `w_tv`, `exposure_level` (E), `exposure_patch`.
-    """
+class CurveNet(nn.Module):
+    """What Zero-DCE and Zero-DCE++ share: DCE-Net's 7-layer symmetric layout (``e_conv1`` … ``e_conv7``,
+    `conv(cin, cout)` each), iterated curves and the zero-reference loss. conv7 predicts one 3-channel
+    curve map per iteration, or with `shared` one map for all. Subclasses say how the maps are
+    estimated (`curves`)."""
 
     paired = False
 
-    def __init__(self, width: int = 32, iterations: int = 8, **loss_kw):
+    def __init__(self, conv, width: int, iterations: int, shared: bool, loss_kw: dict):
         super().__init__()
         check_positive_int("width", width)
         check_positive_int("iterations", iterations)
         self.loss_params = loss_weights(**loss_kw)
         self.iterations = iterations
+        self.shared = shared
         f = width
-        self.e_conv1 = nn.Conv2d(3, f, 3, 1, 1)
-        self.e_conv2 = nn.Conv2d(f, f, 3, 1, 1)
-        self.e_conv3 = nn.Conv2d(f, f, 3, 1, 1)
-        self.e_conv4 = nn.Conv2d(f, f, 3, 1, 1)
-        self.e_conv5 = nn.Conv2d(2 * f, f, 3, 1, 1)
-        self.e_conv6 = nn.Conv2d(2 * f, f, 3, 1, 1)
-        self.e_conv7 = nn.Conv2d(2 * f, 3 * iterations, 3, 1, 1)
-        for m in self.modules():  # official weights_init: conv weights N(0, 0.02), biases as PyTorch's
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0.0, 0.02)
+        self.e_conv1 = conv(3, f)
+        self.e_conv2 = conv(f, f)
+        self.e_conv3 = conv(f, f)
+        self.e_conv4 = conv(f, f)
+        self.e_conv5 = conv(2 * f, f)
+        self.e_conv6 = conv(2 * f, f)
+        self.e_conv7 = conv(2 * f, 3 if shared else 3 * iterations)
         self._last: tuple[Tensor, Tensor] | None = None  # (output, curve maps) of the last forward
 
-    def curves(self, x: Tensor) -> Tensor:
-        """B×3·iterations×H×W curve maps in [-1, 1]."""
+    def dce(self, x: Tensor) -> Tensor:
+        """DCE-Net: six ReLU layers, the last three fed symmetric concatenations, then tanh(conv7)."""
         x1 = F.relu(self.e_conv1(x))
         x2 = F.relu(self.e_conv2(x1))
         x3 = F.relu(self.e_conv3(x2))
@@ -192,11 +189,14 @@ class ZeroDCE(nn.Module):
         x6 = F.relu(self.e_conv6(torch.cat([x2, x5], 1)))
         return torch.tanh(self.e_conv7(torch.cat([x1, x6], 1)))
 
+    def curves(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
     def forward(self, x: Tensor) -> Tensor:
         check_input(x)
         a = self.curves(x)
         # The curves keep [0, 1]; the clamp only removes float rounding.
-        out = apply_curves(x, a.split(3, dim=1)).clamp(0, 1)
+        out = apply_curves(x, [a] * self.iterations if self.shared else a.split(3, dim=1)).clamp(0, 1)
         if torch.is_grad_enabled():  # kept for loss(); never at inference (large curve maps)
             self._last = (out, a)
         return out
@@ -207,3 +207,21 @@ class ZeroDCE(nn.Module):
         last, self._last = self._last, None
         a = last[1] if last is not None and last[0] is out else self.curves(x)
         return zero_reference_loss(x, out, a, self.loss_params)
+
+
+@register("zerodce")
+class ZeroDCE(CurveNet):
+    """DCE-Net + 8 iterated curves. `width` channels per layer; `iterations` curve maps.
+
+    Loss arch params: `w_spa`, `w_exp`, `w_col`, `w_tv`, `exposure_level` (E), `exposure_patch`.
+    """
+
+    def __init__(self, width: int = 32, iterations: int = 8, **loss_kw):
+        super().__init__(lambda cin, cout: nn.Conv2d(cin, cout, 3, 1, 1), width, iterations, False, loss_kw)
+        for m in self.modules():  # official weights_init: conv weights N(0, 0.02), biases as PyTorch's
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+
+    def curves(self, x: Tensor) -> Tensor:
+        """B×3·iterations×H×W curve maps in [-1, 1]."""
+        return self.dce(x)

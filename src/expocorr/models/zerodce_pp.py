@@ -18,19 +18,11 @@ Any H×W works: the resampling goes to and from exact sizes.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from expocorr.models.registry import register
-from expocorr.models.zerodce import (
-    apply_curves,
-    check_input,
-    check_positive_int,
-    is_number,
-    loss_weights,
-    zero_reference_loss,
-)
+from expocorr.models.zerodce import CurveNet, is_number
 
 PAPER_ARCH = {"width": 32, "iterations": 8, "scale_factor": 1}  # training; inference on large images: 12
 PAPER_PARAMS = 10_561  # the official enhance_net_nopool (Zero-DCE++) at width 32
@@ -49,7 +41,7 @@ class SeparableConv(nn.Module):
 
 
 @register("zerodce_pp")
-class ZeroDCEpp(nn.Module):
+class ZeroDCEpp(CurveNet):
     """Separable DCE-Net estimating one curve map at 1/scale_factor resolution, applied `iterations` times.
 
     Loss arch params as Zero-DCE: `w_spa` 1, `w_exp` 10, `w_col` 5, `w_tv` 200, `exposure_level` 0.6,
@@ -57,26 +49,11 @@ class ZeroDCEpp(nn.Module):
     Zero-DCE's official weights.)
     """
 
-    paired = False
-
     def __init__(self, width: int = 32, iterations: int = 8, scale_factor: float = 1, **loss_kw):
-        super().__init__()
-        check_positive_int("width", width)
-        check_positive_int("iterations", iterations)
         if not (is_number(scale_factor) and scale_factor >= 1):
             raise ValueError(f"scale_factor: need a number >= 1, got {scale_factor!r}")
-        self.loss_params = loss_weights(**loss_kw)
-        self.iterations = iterations
+        super().__init__(SeparableConv, width, iterations, True, loss_kw)
         self.scale_factor = scale_factor
-        f = width
-        self.e_conv1 = SeparableConv(3, f)
-        self.e_conv2 = SeparableConv(f, f)
-        self.e_conv3 = SeparableConv(f, f)
-        self.e_conv4 = SeparableConv(f, f)
-        self.e_conv5 = SeparableConv(2 * f, f)
-        self.e_conv6 = SeparableConv(2 * f, f)
-        self.e_conv7 = SeparableConv(2 * f, 3)
-        self._last: tuple[Tensor, Tensor] | None = None  # (output, curve map) of the last forward
 
     def curves(self, x: Tensor) -> Tensor:
         """B×3×H×W curve map in [-1, 1], estimated at 1/scale_factor resolution."""
@@ -85,30 +62,9 @@ class ZeroDCEpp(nn.Module):
             # Official: F.interpolate(x, scale_factor=1/s, mode="bilinear") -> floor(H/s) × floor(W/s).
             size = (max(1, int(h / self.scale_factor)), max(1, int(w / self.scale_factor)))
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        x1 = F.relu(self.e_conv1(x))
-        x2 = F.relu(self.e_conv2(x1))
-        x3 = F.relu(self.e_conv3(x2))
-        x4 = F.relu(self.e_conv4(x3))
-        x5 = F.relu(self.e_conv5(torch.cat([x3, x4], 1)))
-        x6 = F.relu(self.e_conv6(torch.cat([x2, x5], 1)))
-        a = torch.tanh(self.e_conv7(torch.cat([x1, x6], 1)))
+        a = self.dce(x)
         if a.shape[-2:] != (h, w):
             # Back to exactly H×W (the official UpsamplingBilinear2d(scale_factor) needs H, W divisible
             # by s and aligns corners; half-pixel alignment here matches the downscale).
             a = F.interpolate(a, size=(h, w), mode="bilinear", align_corners=False)
         return a
-
-    def forward(self, x: Tensor) -> Tensor:
-        check_input(x)
-        a = self.curves(x)
-        out = apply_curves(x, [a] * self.iterations).clamp(0, 1)  # the clamp only removes float rounding
-        if torch.is_grad_enabled():  # kept for loss(); never at inference (large curve maps)
-            self._last = (out, a)
-        return out
-
-    def loss(self, batch: dict, out: Tensor, epoch: int) -> dict[str, Tensor]:
-        """Zero-reference loss of `out` = self(batch["input"]); uses only the input."""
-        x = batch["input"]
-        last, self._last = self._last, None
-        a = last[1] if last is not None and last[0] is out else self.curves(x)
-        return zero_reference_loss(x, out, a, self.loss_params)
