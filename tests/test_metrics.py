@@ -19,7 +19,6 @@ from expocorr.metrics import niqe as niqe_module
 from expocorr.metrics import noref as noref_module
 from expocorr.metrics.histogram import (
     image_statistics,
-    luminance_histograms,
     sample_patches,
     set_similarity,
 )
@@ -216,18 +215,6 @@ def test_histogram_similarity_is_reproducible_and_empty_is_nan(astronaut, darken
     assert all(math.isnan(v) for v in HistogramSimilarity().result().values())
     patches = sample_patches(astronaut, np.random.default_rng(0))
     assert len(patches) == 16 and all(p.shape == (64, 64, 3) and p.dtype == np.float32 for p in patches)
-
-
-def test_luminance_histograms(astronaut, darkened):
-    same = luminance_histograms([astronaut], (im for im in [astronaut]), bins=32)
-    assert same.output.sum() == pytest.approx(1.0) and same.reference.sum() == pytest.approx(1.0)
-    np.testing.assert_array_equal(same.output, same.reference)
-    assert len(same.edges) == 33 and same.edges[0] == 0.0 and same.edges[-1] == 1.0
-    dark = luminance_histograms([darkened], [astronaut], bins=32)
-    centres = (dark.edges[:-1] + dark.edges[1:]) / 2
-    assert (dark.output * centres).sum() < (dark.reference * centres).sum() - 0.1
-    with pytest.raises(ValueError, match="no output images"):
-        luminance_histograms([], [astronaut])
 
 
 # --------------------------------------------------------------------------- no-reference

@@ -31,6 +31,7 @@ from matplotlib.ticker import MaxNLocator
 from expocorr.atomic import atomic_dir, write_text
 from expocorr.errors import UserError
 from expocorr.images import ImageError, read_rgb, resize_max_side, to_uint8
+from expocorr.metrics.histogram import luminance
 from expocorr.tables import read_csv
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,6 @@ LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "delta_e2000": "ΔE2000", "hist_l
 DIGITS = {"psnr": 2, "ssim": 4, "delta_e2000": 2, "psnr_y": 2, "ssim_y": 4}
 THUMB = 256           # long side of the qualitative-grid thumbnails (px)
 LUMA_BINS = 64
-LUMA = np.array([0.299, 0.587, 0.114])
 
 
 class ReportError(UserError, ValueError):
@@ -482,8 +482,7 @@ class Images:
             self.missing.append(path)
             self.thumbs[path] = self.hists[path] = None
             return
-        luma = rgb.astype(np.float64) @ LUMA
-        self.hists[path] = np.histogram(luma, bins=LUMA_BINS, range=(0.0, 256.0))[0]
+        self.hists[path] = np.histogram(luminance(rgb), bins=LUMA_BINS, range=(0.0, 1.0))[0]
         self.thumbs[path] = to_uint8(resize_max_side(rgb.astype(np.float32) / 255.0, THUMB))
 
     def thumb(self, path: str | None) -> np.ndarray | None:
@@ -609,16 +608,16 @@ def figure_luma(methods: list[Method], images: Images, colors: dict) -> Figure |
     nrows = math.ceil(len(panels) / ncols)
     fig = Figure(figsize=(3.2 * ncols, 2.5 * nrows + 0.3), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    centres = (np.arange(LUMA_BINS) + 0.5) * 256.0 / LUMA_BINS
-    width = 256.0 / LUMA_BINS
+    centres = (np.arange(LUMA_BINS) + 0.5) / LUMA_BINS
+    width = 1.0 / LUMA_BINS
     for ax, (m, out, ref, inp) in zip(axes, panels):
         ax.bar(centres, ref, width=width, color="0.75", label="references")
         if inp is not None:
             ax.step(centres, inp, where="mid", color="0.35", linestyle=":", linewidth=1, label="inputs")
         ax.step(centres, out, where="mid", color=colors[m.name], linewidth=1.5, label="outputs")
         ax.set_title(kind_name(m), fontsize=9)
-        ax.set_xlim(0, 256)
-        ax.set_xlabel("luma Y (0–255)", fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("luminance l", fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
@@ -909,8 +908,8 @@ def build(params: dict) -> tuple[list[Block], dict[str, Figure], list[dict]]:
     if fig is not None:
         figures[f"luma_histograms.{ext}"] = fig
         blocks += [Heading("Luminance histograms"),
-                   FigureBlock(f"luma_histograms.{ext}", f"Luma (Y = 0.299 R + 0.587 G + 0.114 B, {LUMA_BINS} bins) "
-                               "of all example outputs of each method (line) vs their references (grey bars) and "
+                   FigureBlock(f"luma_histograms.{ext}", f"Luminance (l = 0.27 R + 0.67 G + 0.06 B, as in the "
+                               f"histogram-similarity metric; {LUMA_BINS} bins) of all example outputs of each method (line) vs their references (grey bars) and "
                                "inputs (dotted), as fractions of pixels.")]
     if images.missing:
         blocks.append(Para("Images named in the metrics files but not found or unreadable (shown as \"missing\"): "

@@ -36,14 +36,13 @@ Definition implemented (identical to that script unless noted):
 The sets are unpaired: only the distributions matter (this is what makes the measure usable for
 methods trained without paired data), so it says nothing about any single image.
 
-`luminance_histograms` gives the per-pixel distribution of l over each set, for a figure comparing
-outputs with references (it is not part of the score above).
+The report's luminance-histogram figure (the GAN seed's figure 10) plots the per-pixel
+distribution of the same l (`luminance`) over the example outputs and references.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -174,37 +173,3 @@ class HistogramSimilarity:
         return set_similarity(self.output_stats, self.reference_stats, self.bins)
 
 
-class LuminanceHistograms(NamedTuple):
-    """Per-pixel luminance distributions of two sets: `output` and `reference` each sum to 1."""
-
-    output: np.ndarray
-    reference: np.ndarray
-    edges: np.ndarray  # bins + 1 bin edges on [0, 1]
-
-
-def _pixel_histogram(images: Iterable[np.ndarray], edges: np.ndarray, name: str) -> np.ndarray:
-    counts = np.zeros(len(edges) - 1, dtype=np.float64)
-    for image in images:
-        counts += np.histogram(luminance(image), bins=edges)[0]
-    if counts.sum() == 0:
-        raise ValueError(f"luminance_histograms: no {name} images given")
-    return counts / counts.sum()
-
-
-def luminance_histograms(
-    outputs: Iterable[np.ndarray], references: Iterable[np.ndarray], bins: int = 64
-) -> LuminanceHistograms:
-    """Histograms of per-pixel luminance l = 0.27 r + 0.67 g + 0.06 b over all pixels of each set.
-
-    `outputs` and `references` are iterables (lists or generators) of uint8 or float [0, 1] RGB
-    images; every pixel counts once, so larger images weigh more. Returns
-    ``LuminanceHistograms(output, reference, edges)`` with `bins` equal bins on [0, 1], each
-    histogram normalised to sum 1 — the two curves of a "luminance distribution of outputs vs
-    references" figure.
-    """
-    if bins < 1:
-        raise ValueError(f"luminance_histograms: bins must be >= 1, got {bins}")
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    return LuminanceHistograms(
-        _pixel_histogram(outputs, edges, "output"), _pixel_histogram(references, edges, "reference"), edges
-    )
