@@ -18,8 +18,8 @@ import torch
 
 from expocorr import params as params_mod
 from expocorr.atomic import write_text
-from machine import machine
 from expocorr.models import build
+from machine import machine
 
 OUT = Path("reports/bench/train_throughput.json")
 
