@@ -21,8 +21,10 @@ run: install
 	snakemake --cores all --resources gpu=1
 
 # pytest exits 5 when it collects nothing: that must fail, not pass silently.
+# TEST_WORKERS pytest-xdist processes, one test file each at a time (module fixtures are built once).
+TEST_WORKERS ?= 2
 test: install
-	pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+	pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-quick: install
 	$(MAKE) test PYTEST_ARGS="-m 'not slow'"
