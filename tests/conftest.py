@@ -13,6 +13,13 @@ import pytest
 from expocorr import params
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+# The longest test files (whole-DAG runs of both engines) start first, so that under `make test`'s
+# pytest-xdist workers they run beside the many short files instead of alone at the end.
+LONGEST_FIRST = ("test_engines.py",)
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)  # stable: order kept otherwise
 
 
 @pytest.fixture(scope="session")
