@@ -14,7 +14,6 @@ Pairs whose input equals the reference (synthetic EV 0) are left out, as in the 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -22,10 +21,10 @@ import numpy as np
 import torch
 
 from expocorr import inference
-from expocorr.atomic import write_text
 from expocorr.images import read_rgb, to_uint8
 from expocorr.metrics import psnr
 from expocorr.tables import read_csv
+from record import write_record
 
 OUT = Path("reports/bench/fullres_strategies.json")
 
@@ -70,12 +69,10 @@ def main() -> None:
                      "seconds": time.perf_counter() - t0, "chosen": label == inference.STRATEGIES.get(name)}
             results.append(entry)
             print(f"{name:16s} {label:22s} {entry['psnr']:6.2f} dB  ({entry['seconds']:.0f} s)", flush=True)
-    report = {"benchmark": "fullres_strategies", "split": args.split, "n_pairs": len(pairs),
-              "sizes": [list(s) for s in sizes], "guided_side": inference.GUIDED_SIDE, "tile": inference.TILE,
-              "tile_overlap": inference.TILE_OVERLAP, "results": results}
     out = OUT.with_name(f"{OUT.stem}_{'_'.join(args.only)}.json") if args.only else OUT
-    write_text(out, json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_record(out, "fullres_strategies", split=args.split, n_pairs=len(pairs), sizes=[list(s) for s in sizes],
+                 guided_side=inference.GUIDED_SIDE, tile=inference.TILE, tile_overlap=inference.TILE_OVERLAP,
+                 results=results)
 
 
 if __name__ == "__main__":

@@ -96,8 +96,7 @@ def main() -> None:
 
     import torch
 
-    from expocorr.atomic import write_text
-    from machine import machine
+    from record import write_record
 
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     methods = args.methods or default_methods()
@@ -109,11 +108,7 @@ def main() -> None:
                 results.append(entry)
                 print(f"{device:5s} {method:18s} {entry['megapixels']:6.2f} MP {entry['seconds']:8.2f} s "
                       f"{entry['peak_rss_mb']:8.0f} MB", flush=True)
-    report = {
-        "benchmark": "infer_latency", **machine(), "results": results,
-    }
-    write_text(OUT, json.dumps(report, indent=2) + "\n")
-    print(f"wrote {OUT}")
+    write_record(OUT, "infer_latency", results=results)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from expocorr.atomic import write_text
-from machine import machine
+from record import write_record
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "reports/bench/pipeline_e2e.json"
@@ -101,12 +100,11 @@ def main() -> None:
                         "training_epoch_seconds_total": round(train, 1), "models": models,
                         "report": (repo / "reports/report.html").is_file()})
         print(f"{engine}: full {full:.1f} s, no-op rerun {noop:.1f} s, training epochs {train:.1f} s")
-    report = {"benchmark": "pipeline_e2e", **machine(), "results": results}
+    extra = {}
     if len(engines) == 2:
-        report["identical_metrics_across_runs"] = outcomes(root / "snakemake") == outcomes(root / "dvc")
-        print(f"identical metrics across the two from-scratch runs: {report['identical_metrics_across_runs']}")
-    write_text(OUT, json.dumps(report, indent=2) + "\n")
-    print(f"wrote {OUT}")
+        extra["identical_metrics_across_runs"] = outcomes(root / "snakemake") == outcomes(root / "dvc")
+        print(f"identical metrics across the two from-scratch runs: {extra['identical_metrics_across_runs']}")
+    write_record(OUT, "pipeline_e2e", results=results, **extra)
     if not args.keep:
         shutil.rmtree(root)
 

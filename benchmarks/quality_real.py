@@ -20,10 +20,9 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine  # noqa: E402
 from pipeline_e2e import copy_repo, timed  # noqa: E402
+from record import write_record  # noqa: E402
 
-from expocorr.atomic import write_text  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "reports/bench/quality_real.json"
@@ -59,16 +58,13 @@ def main() -> None:
     psnr = {m: s["overall"]["psnr"] for m, s in metrics.items()}
     models = params["train"]["models"]
     margins = {m: {b: round(psnr[m] - psnr[b], 3) for b in CLASSICAL if b in psnr} for m in models}
-    report = {
-        "benchmark": "quality_real", "photos": str(args.photos), "n_test_images": metrics["identity"]["n_images"],
-        "wall_seconds": round(seconds, 1), **machine(), "params_train_common": params["train"]["common"],
-        "leaderboard": board, "psnr": psnr, "ssim": {m: s["overall"]["ssim"] for m, s in metrics.items()},
-        "psnr_margin_over_classical": margins,
-        "beats_all_classical": [m for m in models if all(v > 0 for v in margins[m].values())],
-    }
-    write_text(OUT, json.dumps(report, indent=2) + "\n")
     print(json.dumps({"psnr": psnr, "margins": margins}, indent=2))
-    print(f"wrote {OUT} ({seconds / 60:.1f} min)")
+    write_record(
+        OUT, "quality_real", photos=str(args.photos), n_test_images=metrics["identity"]["n_images"],
+        wall_seconds=round(seconds, 1), params_train_common=params["train"]["common"], leaderboard=board, psnr=psnr,
+        ssim={m: s["overall"]["ssim"] for m, s in metrics.items()}, psnr_margin_over_classical=margins,
+        beats_all_classical=[m for m in models if all(v > 0 for v in margins[m].values())])
+    print(f"({seconds / 60:.1f} min)")
     if args.keep:
         print(f"kept {repo}")
     else:

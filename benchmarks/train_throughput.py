@@ -10,16 +10,14 @@ reports/bench/train_throughput.json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
 
 from expocorr import params as params_mod
-from expocorr.atomic import write_text
 from expocorr.models import build
-from machine import machine
+from record import write_record
 
 OUT = Path("reports/bench/train_throughput.json")
 
@@ -70,11 +68,7 @@ def main() -> None:
             results.append({"model": name, "device": device.type, "samples_per_second": round(sps, 2),
                             "batch_size": common["batch_size"], "patch_size": common["patch_size"]})
             print(f"{device.type:5s} {name:16s} {sps:9.1f} samples/s")
-    report = {
-        "benchmark": "train_throughput", **machine(), "results": results,
-    }
-    write_text(OUT, json.dumps(report, indent=2) + "\n")
-    print(f"wrote {OUT}")
+    write_record(OUT, "train_throughput", results=results)
 
 
 if __name__ == "__main__":
