@@ -61,7 +61,8 @@ def _unwrap_offsets(zf: zipfile.ZipFile, archive: Path) -> None:
     position = 0
     for info in zf.filelist:
         offset = info.header_offset % ZIP_WRAP
-        offset += -(-(position - offset) // ZIP_WRAP) * ZIP_WRAP if offset < position else 0
+        while offset < position:
+            offset += ZIP_WRAP
         while offset < zf.start_dir and not is_header(offset):
             offset += ZIP_WRAP
         if offset >= zf.start_dir:

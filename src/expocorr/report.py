@@ -909,8 +909,8 @@ def build(params: dict) -> tuple[list[Block], dict[str, Figure], list[dict]]:
         figures[f"luma_histograms.{ext}"] = fig
         blocks += [Heading("Luminance histograms"),
                    FigureBlock(f"luma_histograms.{ext}", f"Luminance (l = 0.27 R + 0.67 G + 0.06 B, as in the "
-                               f"histogram-similarity metric; {LUMA_BINS} bins) of all example outputs of each method (line) vs their references (grey bars) and "
-                               "inputs (dotted), as fractions of pixels.")]
+                               f"histogram-similarity metric; {LUMA_BINS} bins) of all example outputs of each method "
+                               "(line) vs their references (grey bars) and inputs (dotted), as fractions of pixels.")]
     if images.missing:
         blocks.append(Para("Images named in the metrics files but not found or unreadable (shown as \"missing\"): "
                            + ", ".join(f"`{p}`" for p in images.missing) + "."))
