@@ -276,7 +276,7 @@ def test_fetch_unsupported_scheme(tmp_path):
 # ----------------------------------------------------------------------------- source: bundled
 
 
-def test_bundled_gives_the_six_package_photos_byte_identical(repo, make_params):
+def test_bundled_gives_the_eight_package_photos_byte_identical(repo, make_params):
     download.run(make_params(source="bundled"))
 
     expected = []
@@ -285,7 +285,7 @@ def test_bundled_gives_the_six_package_photos_byte_identical(repo, make_params):
         assert source.is_file(), f"{package}:{resource} is not installed"
         expected.append(srgb_row(scene, Path(resource).suffix))
         assert (download.FILES / f"{scene}{Path(resource).suffix}").read_bytes() == source.read_bytes()
-    assert len(expected) == 6
+    assert len(expected) == 8
     assert index_rows() == expected
     assert skipped_rows() == []
     assert files_listing() == sorted(Path(r["path"]).name for r in expected)

@@ -46,6 +46,8 @@ BUNDLED = [
     ("rocket", "skimage", "data/rocket.jpg"),
     ("motorcycle", "skimage", "data/motorcycle_left.png"),
     ("grace_hopper", "matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+    ("china", "sklearn", "datasets/images/china.jpg"),
+    ("flower", "sklearn", "datasets/images/flower.jpg"),
 ]
 DOWNLOAD_RETRIES = 2
 
