@@ -228,6 +228,20 @@ def test_mertens_fuses_an_under_exposed_photo(scene):
     assert abs(luma(out) - 0.5) < abs(luma(dark) - 0.5)  # toward mid-grey
 
 
+def test_mertens_is_deterministic_and_keeps_the_opencv_thread_setting():
+    """MergeMertens on several OpenCV threads varied in the last bits between calls (some 8-bit pixels
+    flipped, so metrics differed between identical pipeline runs); fusion runs it on one thread."""
+    bright = renders(photo("astronaut", 384), "astronaut")[1.0]
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        outputs = [call("mertens", bright, ctx()) for _ in range(6)]
+        assert cv2.getNumThreads() == 2
+    finally:
+        cv2.setNumThreads(threads)
+    assert all(np.array_equal(out, outputs[0]) for out in outputs[1:])
+
+
 @pytest.mark.parametrize("scene", ["astronaut", "coffee"])
 def test_debevec_reinhard_on_a_known_radiance(scene):
     """A stack rendered from a known radiance (a real photo decoded to linear light, ~10 stops) through a

@@ -5,6 +5,7 @@ mapping of a real exposure stack (OpenCV's photo module)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import cv2
 import numpy as np
@@ -40,9 +41,25 @@ def fuse_synthetic_bracket(rgb: np.ndarray, curve: str, gamma: float, evs: Seque
     return fuse_stack([encode_curve(np.clip(linear * 2.0**ev, 0.0, 1.0), curve, gamma) for ev in evs])
 
 
+@contextmanager
+def _one_opencv_thread():
+    """OpenCV on one thread inside the block (its earlier setting restored after)."""
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
+
+
 def fuse_stack(images: Sequence[np.ndarray]) -> np.ndarray:
-    """Mertens fusion (``cv2.createMergeMertens()``, default weights) of RGB images in [0, 1], as 8 bits."""
-    fused = cv2.createMergeMertens().process([cv2.cvtColor(to_uint8(image), cv2.COLOR_RGB2BGR) for image in images])
+    """Mertens fusion (``cv2.createMergeMertens()``, default weights) of RGB images in [0, 1], as 8 bits.
+
+    On one OpenCV thread: with several, MergeMertens' output varies from run to run in the last bits
+    (seen as 8-bit pixels rounding differently, so metrics changed between identical runs)."""
+    with _one_opencv_thread():
+        fused = cv2.createMergeMertens().process(
+            [cv2.cvtColor(to_uint8(image), cv2.COLOR_RGB2BGR) for image in images])
     return np.clip(cv2.cvtColor(fused, cv2.COLOR_BGR2RGB), 0.0, 1.0).astype(np.float32)
 
 
