@@ -116,7 +116,7 @@ def bundled(tmp_path_factory, base):
 def test_manifest_every_photo_at_every_ev(bundled):
     root, rows = bundled
     index = read_csv(root / download.INDEX)
-    assert len(index) >= 4  # the bundled photos of scikit-image and matplotlib
+    assert len(index) == len(download.BUNDLED)  # the bundled photos of scikit-image, matplotlib and scikit-learn
     scenes = by_scene(rows)
     assert set(scenes) == {row["scene"] for row in index}
     header = (root / render.MANIFEST).read_text().splitlines()[0]
