@@ -136,12 +136,15 @@ PAIRED = ["exponet", "exponet_double", "msec", "hdr_autoencoder", "exposure_gan"
 def whole_dag(tmp_path_factory):
     """The whole DAG from scratch in two temporary copies: Snakemake with the training budget under
     which every paired model must beat the identity, DVC with a token one (the stage commands are the
-    same; the CPU time of a second real training is what the suite cannot afford)."""
+    same; the CPU time of a second real training is what the suite cannot afford). One OpenMP thread
+    per job: beside the other test worker, two threads per job cost three to five times the CPU time."""
     repos = {}
-    for engine, command, edit in (("snakemake", ["snakemake", "--cores", "2", "--resources", "gpu=1"], e2e_params),
-                                  ("dvc", ["dvc", "repro"], smoke_params)):
-        repos[engine] = workspace.make(tmp_path_factory.mktemp(engine), edit)
-        workspace.run(command, repos[engine], timeout=3600)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        for engine, command, edit in (("snakemake", ["snakemake", "--cores", "2", "--resources", "gpu=1"], e2e_params),
+                                      ("dvc", ["dvc", "repro"], smoke_params)):
+            repos[engine] = workspace.make(tmp_path_factory.mktemp(engine), edit)
+            workspace.run(command, repos[engine], timeout=3600)
     return repos
 
 
