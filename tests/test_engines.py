@@ -137,7 +137,7 @@ def whole_dag(tmp_path_factory):
     """The whole DAG from scratch in two temporary copies: Snakemake with the training budget under
     which every paired model must beat the identity, DVC with a token one (the stage commands are the
     same; the CPU time of a second real training is what the suite cannot afford). One OpenMP thread
-    per job: beside the other test worker, two threads per job cost three to five times the CPU time."""
+    per job: beside the other test worker, a training on two threads took three to five times its idle wall time."""
     repos = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OMP_NUM_THREADS", "1")
