@@ -31,6 +31,12 @@ def _set(path: str, value):
 DATA_STAGES = {"download", "render", "split"}
 
 
+def assert_same_data(a, b):
+    """Every data output of repo `a` is byte-identical to repo `b`'s."""
+    for out in DATA_OUTPUTS:
+        assert (a / out).read_bytes() == (b / out).read_bytes(), out
+
+
 def e2e_params(params):
     """Reduced params for the whole-DAG run whose models must beat the identity: 128 px renders,
     480 training steps of 64 px crops per paired model (960 for the small ExpoNet, 160 for the VGG-sized
@@ -94,8 +100,7 @@ def test_engines_produce_identical_data(tmp_path):
     dvc = workspace.make(tmp_path / "d")
     workspace.run(["snakemake", "--cores", "2", "split"], snake)
     workspace.run(["dvc", "repro", "split"], dvc)
-    for out in DATA_OUTPUTS:
-        assert (snake / out).read_bytes() == (dvc / out).read_bytes(), out
+    assert_same_data(snake, dvc)
 
 
 @pytest.mark.slow
@@ -114,8 +119,7 @@ def test_stack_source_in_both_engines(tmp_path):
     snake, dvc = workspace.make(tmp_path / "s", stacks_source), workspace.make(tmp_path / "d", stacks_source)
     workspace.run(["snakemake", "--cores", "2", "split"], snake)
     workspace.run(["dvc", "repro", "split"], dvc)
-    for out in DATA_OUTPUTS:
-        assert (snake / out).read_bytes() == (dvc / out).read_bytes(), out
+    assert_same_data(snake, dvc)
     assert {row["source"] for row in read_csv(snake / "data/rendered/manifest.csv")} == {"stack"}
     assert len(read_csv(snake / "data/rendered/registration.csv")) == 15
 
@@ -193,8 +197,7 @@ def test_both_engines_score_the_baselines_identically(whole_dag):
         for summary in summaries.values():
             summary.pop("seconds_per_megapixel")
     assert {b: runs[0][b] for b in baselines} == {b: runs[1][b] for b in baselines}
-    for out in DATA_OUTPUTS:
-        assert (whole_dag["snakemake"] / out).read_bytes() == (whole_dag["dvc"] / out).read_bytes(), out
+    assert_same_data(whole_dag["snakemake"], whole_dag["dvc"])
 
 
 @pytest.mark.slow
