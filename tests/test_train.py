@@ -92,6 +92,34 @@ def test_train_writes_outputs_and_tracks_in_mlflow(data_repo, tmp_path):
     assert loaded(x).shape == x.shape
 
 
+def test_schedule_curriculum_batch_resize_and_last_epoch_selection(data_repo, tmp_path):
+    """A step schedule restarting per curriculum stage, a per-stage batch size, whole images resized,
+    `select: last`: the LR of each epoch is logged (train_log.csv and MLflow) as the formula gives it."""
+    from expocorr.sampling import curriculum
+    from expocorr.schedules import lr_at
+
+    schedule = {"policy": "step", "every": [1, 2], "gamma": 0.5, "restart": True}
+
+    def edit(p):
+        tiny(epochs=4, steps=None)(p)
+        p["train"][MODEL].update(schedule=schedule, sampling="resize", select="last", lr=1e-3,
+                                 patch_curriculum=[[0, 32, 2], [2, 48, 4]])
+
+    repo = clone(data_repo, tmp_path, edit)
+    train(repo)
+    ckpt = state(repo)
+    assert ckpt["metadata"]["select"] == "last" and ckpt["metadata"]["best_epoch"] == 4
+    log = read_csv(repo / "models" / MODEL / "train_log.csv")
+    stages = curriculum(ckpt["params"]["common"], ckpt["params"][MODEL])
+    expected = [lr_at(schedule, 1e-3, e, 4, stages) for e in range(4)]
+    assert expected == pytest.approx([1e-3, 5e-4, 1e-3, 1e-3])
+    assert [float(r["lr"]) for r in log] == pytest.approx(expected)
+    run_id = json.loads((repo / "models" / MODEL / "mlflow_run.json").read_text())["run_id"]
+    history = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").get_metric_history(run_id, "lr")
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == \
+        [(e + 1, pytest.approx(lr)) for e, lr in enumerate(expected)]
+
+
 def test_same_params_give_identical_weights(data_repo, tmp_path):
     a, b = clone(data_repo, tmp_path / "a"), clone(data_repo, tmp_path / "b")
     train(a)

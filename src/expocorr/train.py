@@ -1,6 +1,8 @@
 """Stage `train`: fit one registered model on data/splits/ -> models/NAME/{model.pt,train_log.csv,mlflow_run.json}.
 
-Reads only ``train.common`` and ``train.NAME``. Checkpoints atomically every epoch and resumes
+Reads only ``train.common`` and ``train.NAME``: images fed as ``sampling`` and the patch curriculum say
+(`expocorr.sampling`), the LR set per epoch by ``schedule`` (`expocorr.schedules`), and ``model.pt`` the
+epoch ``select`` picks (best val PSNR, or the last). Checkpoints atomically every epoch and resumes
 from the last checkpoint after an interruption when the params and splits are unchanged, ending
 with exactly the weights an uninterrupted run would have (CPU). Under ``torchrun``
 (WORLD_SIZE > 1) it trains with DistributedDataParallel; only rank 0 writes files and logs.
@@ -26,13 +28,14 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 import expocorr
 from expocorr.errors import UserError
-from expocorr import models, split, tracking
+from expocorr import models, schedules, split, tracking
+from expocorr.sampling import TrainingSet, curriculum, stage_at
 from expocorr.inference import MethodError, pick_device, run_model
 from expocorr.atomic import atomic_path, write_text
 from expocorr.images import read_rgb, to_uint8
@@ -102,49 +105,6 @@ class Dist:
 
 
 # ---------------------------------------------------------------- data
-
-
-def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
-
-
-class PatchDataset(Dataset):
-    """`samples` random patches per epoch from the split's rows, reproducible from (seed, epoch, index).
-
-    Item i uses row i mod len(rows); its crop and flip come from its own generator, so the batches of
-    an epoch do not depend on worker processes, ranks or where a previous run stopped.
-    """
-
-    def __init__(self, rows: list[dict], curriculum: dict[int, int], samples: int, seed: int, paired: bool) -> None:
-        self.rows, self.curriculum, self.samples, self.seed, self.paired = rows, curriculum, samples, seed, paired
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch (its crops, and its patch size from the curriculum)."""
-        self.epoch = epoch
-        self.patch = self.curriculum[max(e for e in self.curriculum if e <= epoch)]
-
-    def __len__(self) -> int:
-        return self.samples
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        row = self.rows[i % len(self.rows)]
-        rng = np.random.default_rng([self.seed, self.epoch, i])
-        images = [read_rgb(row["input"])] + ([read_rgb(row["reference"])] if self.paired else [])
-        h, w = images[0].shape[:2]
-        ph, pw = max(0, self.patch - h), max(0, self.patch - w)
-        if ph or pw:  # smaller than a patch: mirror-pad
-            images = [np.pad(im, ((0, ph), (0, pw), (0, 0)), mode="reflect") for im in images]
-            h, w = images[0].shape[:2]
-        y, x = int(rng.integers(0, h - self.patch + 1)), int(rng.integers(0, w - self.patch + 1))
-        flip = bool(rng.integers(0, 2))
-        crops = [im[y : y + self.patch, x : x + self.patch] for im in images]
-        if flip:
-            crops = [c[:, ::-1] for c in crops]
-        item = {"input": _to_tensor(crops[0])}
-        if self.paired:
-            item["target"] = _to_tensor(crops[1])
-        return item
 
 
 def _rows(split_name: str) -> list[dict]:
@@ -232,8 +192,13 @@ def _seed(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def _optimizer(parameters, cfg: dict) -> torch.optim.Optimizer:
-    return torch.optim.Adam(parameters, lr=cfg["lr"], betas=tuple(cfg["betas"]), weight_decay=cfg["weight_decay"])
+def _optimizer(parameters, cfg: dict, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.Adam(parameters, lr=lr, betas=tuple(cfg["betas"]), weight_decay=cfg["weight_decay"])
+
+
+def _set_lr(optimizer: torch.optim.Optimizer | None, lr: float) -> None:
+    for group in optimizer.param_groups if optimizer is not None else []:
+        group["lr"] = lr
 
 
 def run(params: dict, name: str) -> None:
@@ -268,8 +233,9 @@ def _train(params: dict, name: str, proc: Dist) -> None:
     discriminator = getattr(model, "discriminator", None)
     d_prefix = "discriminator."
     g_params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(d_prefix)]
-    opt_g = _optimizer(g_params, cfg)
-    opt_d = _optimizer(discriminator.parameters(), cfg) if discriminator is not None else None
+    d_base_lr = cfg["d_lr"] or cfg["lr"]
+    opt_g = _optimizer(g_params, cfg, cfg["lr"])
+    opt_d = _optimizer(discriminator.parameters(), cfg, d_base_lr) if discriminator is not None else None
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and common["amp"])
     net: nn.Module = model
     if proc.world > 1:
@@ -282,18 +248,34 @@ def _train(params: dict, name: str, proc: Dist) -> None:
 
     train_rows, val_rows = _rows("train"), _rows("val")
     epochs = cfg["epochs"] or common["epochs"]
-    batch = common["batch_size"]
-    steps = common["steps_per_epoch"] or math.ceil(len(train_rows) / batch)
-    per_rank = max(1, batch // proc.world)
-    if per_rank < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        raise TrainError(f"train.common.batch_size: {batch} over {proc.world} process(es) leaves {per_rank} image "
-                         f"per process; {name} has batch normalisation, which needs at least 2")
-    curriculum = {0: common["patch_size"]} | {int(e): int(size) for e, size in (cfg["patch_curriculum"] or [])}
-    dataset = PatchDataset(train_rows, curriculum, steps * per_rank * proc.world, common["seed"], model.paired)
-    sampler = DistributedSampler(dataset, num_replicas=proc.world, rank=proc.rank, shuffle=True, seed=common["seed"])
+    stages = curriculum(common, cfg)
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    for stage in stages:
+        if has_bn and stage.batch // proc.world < 2:
+            raise TrainError(f"train.{name}: a batch of {stage.batch} over {proc.world} process(es) leaves "
+                             f"{max(1, stage.batch // proc.world)} image per process; {name} has batch "
+                             "normalisation, which needs at least 2")
+    try:
+        dataset = TrainingSet(train_rows, cfg["sampling"], 0, common["seed"], model.paired)
+    except ValueError as exc:
+        raise TrainError(f"train.{name}.sampling: {exc}") from None
     workers = common["num_workers"] if common["num_workers"] is not None else (min(4, os.cpu_count() or 1) if device.type == "cuda" else 0)
-    loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=workers,
-                        pin_memory=device.type == "cuda", drop_last=True)
+
+    def loader_for(stage):
+        """The stage's DataLoader (and sampler, and steps per epoch)."""
+        per_rank = max(1, stage.batch // proc.world)
+        try:
+            dataset.set_stage(stage.size, 1)
+        except ValueError as exc:
+            raise TrainError(f"train.{name}: {exc}") from None
+        items = len(dataset.bank) if cfg["sampling"] == "patches" else len(train_rows)
+        steps = common["steps_per_epoch"] or math.ceil(items / stage.batch)
+        dataset.set_stage(stage.size, steps * per_rank * proc.world)
+        sampler = DistributedSampler(dataset, num_replicas=proc.world, rank=proc.rank, shuffle=True,
+                                     seed=common["seed"])
+        loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=workers,
+                            pin_memory=device.type == "cuda", drop_last=True)
+        return loader, sampler, steps
 
     fingerprint = tracking.params_hash(common, cfg, _digest([split.OUT / "train.csv", split.OUT / "val.csv"]))
     ckpt = checkpoint_path(name)
@@ -325,10 +307,17 @@ def _train(params: dict, name: str, proc: Dist) -> None:
             tracking.retry(mlflow.start_run, run_id=run_id)
 
     patience = common["early_stopping_patience"]
+    loaded = None
     for epoch in range(start, epochs):
         t0 = time.perf_counter()
+        stage = stage_at(stages, epoch)
+        if loaded != stage:
+            (loader, sampler, steps), loaded = loader_for(stage), stage
         dataset.set_epoch(epoch)
         sampler.set_epoch(epoch)
+        lr = schedules.lr_at(cfg["schedule"], cfg["lr"], epoch, epochs, stages)
+        _set_lr(opt_g, lr)
+        _set_lr(opt_d, schedules.lr_at(cfg["schedule"], d_base_lr, epoch, epochs, stages))
         net.train()
         sums: dict[str, float] = {}
         bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{epochs}", unit="batch", disable=None if proc.main else True)
@@ -361,14 +350,14 @@ def _train(params: dict, name: str, proc: Dist) -> None:
             scaler.update()
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
-        row = {"epoch": epoch + 1, "train_loss": sums.pop("total") / steps}
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": sums.pop("total") / steps}
         row.update({f"loss_{k}": v / steps for k, v in sorted(sums.items())})
         stop = 0.0
         if proc.main:
             row.update(validate(model, val_rows, device))
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
-            if best is None or row["val_psnr"] > best["val_psnr"]:
+            if cfg["select"] == "last" or best is None or row["val_psnr"] > best["val_psnr"]:
                 best = {"epoch": row["epoch"], "val_psnr": row["val_psnr"], "val_ssim": row["val_ssim"],
                         "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
             metrics = {k: v for k, v in row.items() if k != "epoch"}
@@ -379,7 +368,7 @@ def _train(params: dict, name: str, proc: Dist) -> None:
             log.info("train %s: epoch %d/%d loss %.4f val PSNR %.2f dB (identity %.2f) SSIM %.4f, %.1f s", name,
                      row["epoch"], epochs, row["train_loss"], row["val_psnr"], row["val_psnr_identity"],
                      row["val_ssim"], row["seconds"])
-            if patience and row["epoch"] - best["epoch"] >= patience:
+            if patience and row["epoch"] - max(history, key=lambda r: r["val_psnr"])["epoch"] >= patience:
                 log.info("train %s: early stop, no val PSNR gain for %d epochs", name, patience)
                 stop = 1.0
             _save_checkpoint(ckpt, {
@@ -408,7 +397,8 @@ def _finish(name: str, params: dict, model: nn.Module, best: dict, history: list
         "arch": cfg["arch"],
         "params": {"common": common, name: cfg},
         "metadata": {
-            "best_epoch": best["epoch"], "val_psnr": best["val_psnr"], "val_ssim": best["val_ssim"],
+            "select": cfg["select"], "best_epoch": best["epoch"], "val_psnr": best["val_psnr"],
+            "val_ssim": best["val_ssim"],
             "val_psnr_identity": identity, "epochs_run": len(history), "device": str(device),
             "torch": str(torch.__version__), "expocorr": expocorr.__version__, "git_commit": tracking.git_commit(),
             "mlflow_run_id": run_id,
@@ -426,8 +416,8 @@ def _finish(name: str, params: dict, model: nn.Module, best: dict, history: list
         torch.save(checkpoint, tmp)
     write_text(files["run"], json.dumps({"run_id": run_id, "experiment": params["tracking"]["experiment"],
                                          "tracking_uri": tracking.tracking_uri(params)}, indent=2) + "\n")
-    log.info("train %s: best epoch %d, val PSNR %.2f dB vs identity %.2f dB -> %s", name, best["epoch"],
-             best["val_psnr"], identity, files["model"])
+    log.info("train %s: kept epoch %d (select: %s), val PSNR %.2f dB vs identity %.2f dB -> %s", name, best["epoch"],
+             cfg["select"], best["val_psnr"], identity, files["model"])
 
 
 def exportable(model: nn.Module) -> nn.Module:

@@ -8,6 +8,8 @@ rule train:
         "data/rendered/images",
         "data/downloads/weights",
         "src/expocorr/train.py",
+        "src/expocorr/sampling.py",
+        "src/expocorr/schedules.py",
         "src/expocorr/models/{model}.py",
     output:
         model="models/{model}/model.pt",
