@@ -1,23 +1,31 @@
 """MSEC: multi-scale photo exposure correction (Afifi, Derpanis, Ommer, Brown, CVPR 2021).
 
-The input is split into an n-level Laplacian pyramid (5-tap binomial filter, Burt & Adelson);
-level 1 is the finest detail band and level n the coarse Gaussian residual. One U-Net per level
-works coarse to fine. With ``up_l`` a learned 2×2 stride-2 transposed convolution (3 -> 3 channels,
-one per level l = 2..n) and ``S_l`` the U-Net of level l:
+The input is split into an n-level Laplacian pyramid; level 1 is the finest detail band and level n
+the coarse Gaussian residual. The pyramid is the authors' (``src/laplacian_pyramid_.m``): Burt and
+Adelson's 5-tap filter [.05 .25 .4 .25 .05] (``pyramid_filter_.m``), whose 2-D 5×5 form
+``downsample_.m`` and ``upsample_.m`` apply twice (their "horizontal" and "vertical" passes), with
+MATLAB's 'symmetric' border going down and zeros going up (their 1-px replicate pad before
+expanding is narrower than the twice-applied filter, so even a flat image leaves a trace, under 6 %,
+in the outer 2 px of the bands; reproduced). One U-Net per level works coarse to fine. With ``up_l`` a learned 2×2 stride-2 transposed convolution (3 -> 3 channels, one per level
+l = 2..n), ``S_l`` the U-Net of level l, ``L_l`` the detail bands and ``G_n`` the residual:
 
-    Y_n = G_n + S_n(G_n)                            coarsest level: colour/brightness
-    U_l = up_l(Y_l)                                 l = n..2, at the resolution of level l-1
-    X_l = L_l + U_{l+1}                             the detail band plus the upsampled coarser result
-    Y_l = X_l + S_l(X_l)                            l = n-1..1: refined residually
-    output = Y_1                                    clamped to [0, 1] only in ``forward``'s return
+    wiring: official (create_generator.m, addSubNet.m; params-paper.yaml)
+    Y_n = S_n(G_n)                         coarsest level: colour/brightness, no skip
+    U_l = up_l(Y_l)                        l = n..2, at the resolution of level l-1
+    X_l = L_l + U_{l+1}                    the detail band plus the upsampled coarser result
+    Y_l = S_l(X_l) + U_{l+1}               l = n-1..1 ('reconstructLayer': only U_{l+1} skips)
+    output = Y_1                           clamped to [0, 1] only in ``forward``'s return
 
-Each level is a residual refinement of its whole input, as the paper describes it (the authors'
-MATLAB code, ``create_generator.m``, skips only ``U_{l+1}`` and not the coarsest level; with the
-whole-input residual and the upsamplers initialised as nearest-neighbour upsampling the network
-starts as the identity — the pyramid reconstructs the input — which trains far faster on the small
-default budget: on the bundled data with the default params the authors' wiring ended 8 epochs at
-13.9 dB val PSNR, below the identity's 15.6 dB; this wiring passes it after the first epoch
-(15.9 dB) and reaches 17.1 dB by the second). Each U-Net is MATLAB's ``unetLayers`` as the authors edit it: per encoder stage two 3×3
+    wiring: residual (params.yaml)
+    Y_n = G_n + S_n(G_n),  Y_l = X_l + S_l(X_l): every level refines its whole input, and the
+    upsamplers start as nearest-neighbour upsampling, so the untrained network is close to the
+    identity (the pyramid reconstructs the input). On the CPU budget it trains far faster: on the
+    bundled data with the default params (8 epochs) the official wiring's best val PSNR was 14.2 dB,
+    below the identity's 15.35 dB; this one's was 18.1 dB (18.5 dB with seed 1).
+
+(The reviewed paper's text, seed section 3, adds the residual to Y_n + X_{n-1} as the residual wiring
+does, but gives the coarsest level no skip; where text and code differ the code is the default.)
+Each U-Net is MATLAB's ``unetLayers`` as the authors edit it: per encoder stage two 3×3
 conv + LeakyReLU(0.2) then 2×2 max-pool, filters doubling per stage; a bridge of two convs; per
 decoder stage a 2×2 stride-2 transposed conv + ReLU, concatenation with the encoder skip and two
 3×3 conv + LeakyReLU(0.2); a final 1×1 conv to 3 channels; no dropout, no normalisation.
@@ -32,8 +40,8 @@ output so the paper's relative weights are kept exactly:
     pyr = Σ_{l=2..n} 2^(l−2) · Σ |U_l − T_l| / (3HWB)        T_l = expand(G_l(T)): the target's
                                                              Gaussian level l, upsampled by the
                                                              pyramid filter to level l−1's size
-    adv = adv_weight · mean(−log σ(D(clamp(Y_1))))           non-saturating GAN term, only when
-                                                             epoch >= adv_start_epoch (else 0)
+    adv = adv_weight · mean(−log σ(D(clamp(Y_1))))           non-saturating GAN term, only in the
+                                                             epochs of ``adv_epochs`` (else 0)
     total = rec + pyr + adv
 
 Levels count from the finest (l = 1) to the coarsest (l = n); in sums, the coarsest level
@@ -41,6 +49,10 @@ weighs most (2^(n−2)); per pixel of its own resolution, level l weighs 2^(l−
 (1, 1/2, 1/4 for n = 4), since its band has 4^(l−2) times fewer pixels than U_2.
 The authors' code sums absolute errors of 0–255 images and scales the adversarial term by
 W = 3·h·w·n (``final_Loss.m``); in the units above that is ``adv_weight = n / 255``.
+``adv_epochs`` lists half-open [first, stop) ranges of 0-based epochs (stop null: to the end).
+The authors' ``main_training.m`` trains 40 epochs at 128 px without a discriminator, 30 at 256 px
+with it after the stage's 15th (``train_network(..., 15)``: ``i > T``) and 20 at 512 px with it
+after the stage's 5th: [[55, 70], [75, 90]].
 
 Discriminator (``createDiscriminator.m``): the image is resized to ``d_size``² (bilinear,
 antialiased; the authors resize to 256²), then log2(d_size) − 1 blocks of 4×4 stride-2 conv +
@@ -51,40 +63,47 @@ the authors' code: there the generated image reaches D through ``extractdata`` a
 so their adversarial term sends no gradient to the generator; here it does (the paper's loss).
 And their random flips of D's inputs are left out (no hidden randomness in the loss).
 
+Photos larger than 512 px: the official demo (``demo_single_image.m``) multiplies the input
+pyramid's levels by S = [1.5, 1.5, 1.5, 1.05] (finest first) before the network; ``band_scale``
+holds those factors and ``forward(x, scale_bands=True)`` applies them (`expocorr.inference` does,
+for such photos only). Training never scales.
+
 Any H×W: reflect-padded (bottom/right) to a multiple of max_l 2^(l−1+depth_l) (128 at paper scale,
 64 for the defaults) and cropped back; the pyramid loss is taken on the un-padded region.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from expocorr.models.registry import register
 
-# Paper scale. adv_start_epoch: the authors train 40 epochs at 128 px without the discriminator,
-# 30 at 256 px with it from the 16th of those on (0-based cumulative epoch 55), then 20 at 512 px
-# (where their code pauses it again for 5 epochs, which `epoch >= adv_start_epoch` does not model).
+WIRINGS = ("official", "residual")
+# Paper scale: create_generator.m (depths, filters), createDiscriminator.m (D), final_Loss.m (W),
+# main_training.m (the adversarial epochs), demo_single_image.m (band_scale).
 PAPER_ARCH = {
     "levels": 4,
     "channels": [16, 24, 24, 24],  # first-stage filters per U-Net, finest level first
     "depths": [3, 3, 3, 4],  # encoder stages per U-Net, finest level first
+    "wiring": "official",
     "d_size": 256,
     "d_channels": 8,
     "adv_weight": 4 / 255,
-    "adv_start_epoch": 55,
+    "adv_epochs": [[55, 70], [75, 90]],
+    "band_scale": [1.5, 1.5, 1.5, 1.05],
 }
-# Trainer concerns, from the authors' main_training.m / train_network.m (for the lead to wire):
-# patch size from each (0-based) epoch on; mini-batch 32 / 8 / 4; Adam(0.9, 0.999), lr 1e-4 for
-# the generator and 1e-5 for the discriminator, halved every 20 / 10 / 5 epochs of each stage;
-# random horizontal flips.
-PATCH_CURRICULUM = {0: 128, 40: 256, 70: 512}
 
-BINOMIAL_5 = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
+PYRAMID_TAPS = (0.05, 0.25, 0.4, 0.25, 0.05)  # pyramid_filter_.m: "original [Burt and Adelson, 1983]"
+PYRAMID_PASSES = 2  # downsample_.m / upsample_.m: imfilter with the 2-D filter, then with its transpose
+# The passes folded into one 9-tap filter (exact for both borders: see pyr_down, pyr_up).
+_FOLDED_TAPS = tuple(functools.reduce(np.convolve, [PYRAMID_TAPS] * PYRAMID_PASSES))
 
 
 # --- Laplacian pyramid ------------------------------------------------------------------------
@@ -95,34 +114,44 @@ def _check_image(x: Tensor, name: str = "x") -> None:
         raise ValueError(f"{name}: expected a B×C×H×W tensor, got shape {tuple(x.shape)}")
 
 
-def _blur(x: Tensor, pad_mode: str) -> Tensor:
-    """Separable 5×5 binomial filter per channel; `pad_mode` 'symmetric' (edge repeated) or 'zeros'."""
-    k1 = torch.tensor(BINOMIAL_5, dtype=x.dtype, device=x.device)
-    kernel = (k1[:, None] * k1[None, :]).expand(x.shape[1], 1, 5, 5)
-    if pad_mode == "zeros":
-        return F.conv2d(x, kernel, padding=2, groups=x.shape[1])
-    if min(x.shape[-2:]) < 2:
-        x = F.pad(x, (2, 2, 2, 2), mode="replicate")
-    else:  # MATLAB's 'symmetric': x1 x0 | x0 x1 ... xn-1 | xn-1 xn-2
-        x = torch.cat([x[..., :2].flip(-1), x, x[..., -2:].flip(-1)], dim=-1)
-        x = torch.cat([x[..., :2, :].flip(-2), x, x[..., -2:, :].flip(-2)], dim=-2)
-    return F.conv2d(x, kernel, groups=x.shape[1])
+def _symmetric_pad(x: Tensor, p: int) -> Tensor:
+    """MATLAB's 'symmetric' border (x1 x0 | x0 x1 ... xn-1 | xn-1 xn-2), repeated while p exceeds the size."""
+    for dim in (-1, -2):
+        left = right = p
+        while left > 0:
+            n = x.shape[dim]
+            k, m = min(left, n), min(right, n)
+            x = torch.cat([x.narrow(dim, 0, k).flip(dim), x, x.narrow(dim, n - m, m).flip(dim)], dim=dim)
+            left, right = left - k, right - m
+    return x
+
+
+def _kernel(x: Tensor) -> Tensor:
+    """The folded 2-D filter, one per channel of `x` (C×1×k×k)."""
+    k = torch.tensor(_FOLDED_TAPS, dtype=x.dtype, device=x.device)
+    return (k[:, None] * k[None, :]).expand(x.shape[1], 1, k.numel(), k.numel())
 
 
 def pyr_down(x: Tensor) -> Tensor:
-    """Blur and keep every other pixel: H×W -> ceil(H/2)×ceil(W/2)."""
-    return _blur(x, "symmetric")[..., ::2, ::2]
+    """Blur with MATLAB's 'symmetric' border and keep every other pixel (downsample_.m):
+    H×W -> ceil(H/2)×ceil(W/2). A symmetric filter keeps a symmetric border symmetric, so the two
+    passes fold into one; it runs at the kept pixels only (stride 2)."""
+    r = len(_FOLDED_TAPS) // 2
+    return F.conv2d(_symmetric_pad(x, r), _kernel(x), stride=2, groups=x.shape[1])
 
 
 def pyr_up(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Expand to `size` (at most twice x's size): zero-insertion, 4× the binomial filter, crop."""
+    """Expand to `size` (at most twice x's size) as upsample_.m: replicate-pad 1, insert zeros between
+    the pixels of 4·x, blur with zero borders, crop. Run as one stride-2 transposed convolution: the
+    crop never reaches the band the second pass's zero border would have changed, so the folded filter
+    gives the two passes' result exactly."""
     h, w = size
     if not (2 * x.shape[-2] - 1 <= h <= 2 * x.shape[-2] and 2 * x.shape[-1] - 1 <= w <= 2 * x.shape[-1]):
         raise ValueError(f"pyr_up: cannot expand {tuple(x.shape[-2:])} to {size}")
     x = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    up = x.new_zeros(*x.shape[:2], 2 * x.shape[-2], 2 * x.shape[-1])
-    up[..., ::2, ::2] = 4 * x
-    return _blur(up, "zeros")[..., 2 : 2 + h, 2 : 2 + w]
+    r = len(_FOLDED_TAPS) // 2
+    up = F.conv_transpose2d(x, 4 * _kernel(x), stride=2, padding=r, groups=x.shape[1])
+    return up[..., 2 : 2 + h, 2 : 2 + w]
 
 
 def gaussian_pyramid(x: Tensor, levels: int) -> list[Tensor]:
@@ -235,12 +264,28 @@ def _pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     return x
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _positive_ints(name: str, value, n: int) -> list[int]:
     if not isinstance(value, (list, tuple)) or len(value) != n:
         raise ValueError(f"{name} must be a list of {n} integers (one per level), got {value!r}")
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+    if not all(_is_int(v) and v >= 1 for v in value):
         raise ValueError(f"{name} must hold integers >= 1, got {value!r}")
     return list(value)
+
+
+def _epoch_ranges(value) -> list[tuple[int, int | None]]:
+    """`adv_epochs` as (first, stop) pairs: 0-based, stop excluded, None for 'to the end'."""
+    ranges = []
+    for r in value if isinstance(value, (list, tuple)) else [None]:
+        ok = isinstance(r, (list, tuple)) and len(r) == 2 and _is_int(r[0]) and r[0] >= 0
+        if not ok or not (r[1] is None or (_is_int(r[1]) and r[1] > r[0])):
+            raise ValueError(f"adv_epochs must be a list of [first, stop] epoch ranges (0-based, stop > first "
+                             f"or null), got {value!r}")
+        ranges.append((r[0], r[1]))
+    return ranges
 
 
 @register("msec")
@@ -254,65 +299,79 @@ class MSEC(nn.Module):
         levels: int = 4,
         channels: list[int] | tuple[int, ...] = (8, 12, 12, 12),
         depths: list[int] | tuple[int, ...] = (2, 2, 2, 3),
+        wiring: str = "residual",
         d_size: int = 64,
         d_channels: int = 8,
         adv_weight: float = 4 / 255,
-        adv_start_epoch: int = 2,
+        adv_epochs: list | tuple = ((2, None),),
+        band_scale: list[float] | tuple[float, ...] | None = None,
     ):
         super().__init__()
-        if not isinstance(levels, int) or isinstance(levels, bool) or levels < 2:
+        if not _is_int(levels) or levels < 2:
             raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
         channels = _positive_ints("channels", channels, levels)
         depths = _positive_ints("depths", depths, levels)
-        if not isinstance(d_size, int) or d_size < 8 or d_size & (d_size - 1):
+        if wiring not in WIRINGS:
+            raise ValueError(f"wiring must be one of {', '.join(WIRINGS)}, got {wiring!r}")
+        if not _is_int(d_size) or d_size < 8 or d_size & (d_size - 1):
             raise ValueError(f"d_size must be a power of two >= 8, got {d_size!r}")
-        if not isinstance(d_channels, int) or isinstance(d_channels, bool) or d_channels < 1:
+        if not _is_int(d_channels) or d_channels < 1:
             raise ValueError(f"d_channels must be an integer >= 1, got {d_channels!r}")
         if not isinstance(adv_weight, (int, float)) or isinstance(adv_weight, bool) or not adv_weight >= 0:
             raise ValueError(f"adv_weight must be a number >= 0, got {adv_weight!r}")
-        if not isinstance(adv_start_epoch, int) or isinstance(adv_start_epoch, bool) or adv_start_epoch < 0:
-            raise ValueError(f"adv_start_epoch must be an integer >= 0, got {adv_start_epoch!r}")
+        if band_scale is not None and not (
+            isinstance(band_scale, (list, tuple)) and len(band_scale) == levels
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in band_scale)
+        ):
+            raise ValueError(f"band_scale must be null or a list of {levels} numbers > 0, got {band_scale!r}")
         self.levels = levels
+        self.wiring = wiring
         self.adv_weight = float(adv_weight)
-        self.adv_start_epoch = adv_start_epoch
+        self.adv_epochs = _epoch_ranges(adv_epochs)
+        self.band_scale = None if band_scale is None else [float(v) for v in band_scale]
         # Level l (1-based) runs at 1/2^(l-1) scale through a U-Net that halves depth_l times.
         self.multiple = max(2 ** (level + depth) for level, depth in enumerate(depths))
         self.subnets = nn.ModuleList(UNet(c, d) for c, d in zip(channels, depths))  # finest first
         # upsamplers[k] lifts the output of level k+2 to the resolution of level k+1.
         self.upsamplers = nn.ModuleList(nn.ConvTranspose2d(3, 3, 2, stride=2) for _ in range(levels - 1))
-        with torch.no_grad():  # start as nearest-neighbour upsampling: the pyramid reconstructs at init
-            for up in self.upsamplers:
-                up.weight.copy_(torch.eye(3).view(3, 3, 1, 1).expand(3, 3, 2, 2))
-                up.bias.zero_()
+        if wiring == "residual":  # start as nearest-neighbour upsampling: the pyramid reconstructs at init
+            with torch.no_grad():
+                for up in self.upsamplers:
+                    up.weight.copy_(torch.eye(3).view(3, 3, 1, 1).expand(3, 3, 2, 2))
+                    up.bias.zero_()
         self.discriminator = Discriminator(d_size, d_channels)
         self._last: tuple[Tensor, Tensor, list[Tensor]] | None = None
 
-    def generate(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """Unclamped output Y_1 and the upsampled level outputs [U_2, ..., U_n], cropped to x's extent."""
+    def generate(self, x: Tensor, scale_bands: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """Unclamped output Y_1 and the upsampled level outputs [U_2, ..., U_n], cropped to x's extent;
+        `scale_bands`: the input pyramid's levels multiplied by `band_scale` first."""
         _check_image(x)
         if x.shape[1] != 3:
             raise ValueError(f"msec: expected 3 channels, got shape {tuple(x.shape)}")
         h, w = x.shape[-2:]
         pyramid = laplacian_pyramid(_pad_to_multiple(x, self.multiple), self.levels)
-        y = pyramid[-1] + self.subnets[-1](pyramid[-1])
+        if scale_bands and self.band_scale is not None:
+            pyramid = [band * s for band, s in zip(pyramid, self.band_scale)]
+        residual = self.wiring == "residual"
+        y = self.subnets[-1](pyramid[-1]) + (pyramid[-1] if residual else 0)
         ups = []
         for k in reversed(range(self.levels - 1)):
             u = self.upsamplers[k](y)
             ups.append(u[..., : -(-h // 2**k), : -(-w // 2**k)])
             level_input = pyramid[k] + u
-            y = level_input + self.subnets[k](level_input)
+            y = self.subnets[k](level_input) + (level_input if residual else u)
         return y[..., :h, :w], ups[::-1]
 
-    def forward(self, x: Tensor) -> Tensor:
-        y, ups = self.generate(x)
+    def forward(self, x: Tensor, scale_bands: bool = False) -> Tensor:
+        y, ups = self.generate(x, scale_bands)
         out = y.clamp(0, 1)
         # In training, kept for `loss` on this very output (saves a second pass); `loss` drops it.
         self._last = (out, y, ups) if self.training and torch.is_grad_enabled() else None
         return out
 
     def adversarial_on(self, epoch: int) -> bool:
-        """Whether the GAN terms are on at `epoch` (``epoch >= adv_start_epoch``)."""
-        return self.adv_weight > 0 and epoch >= self.adv_start_epoch
+        """Whether the GAN terms are on at 0-based `epoch` (one of the `adv_epochs` ranges)."""
+        return self.adv_weight > 0 and any(a <= epoch and (b is None or epoch < b) for a, b in self.adv_epochs)
 
     def loss(self, batch: dict, out: Tensor, epoch: int) -> dict[str, Tensor]:
         target = batch["target"]
