@@ -1,14 +1,24 @@
-"""ExpoNet: a pix2pix-style convolutional autoencoder with symmetric skips, trained with L1.
+"""ExpoNet: a convolutional autoencoder with symmetric skip connections, trained with L1.
 
-Architecture (a student report's method):
+Architecture (Cai, "Image Exposure Correction with Deep Neural Network", §3.2.1, the seed report;
+``PAPER_ARCH`` holds its numbers):
 
-* encoder: 6 stride-2 convolutions (kernel 4, or 3), widths ``base × (1, 2, 4, 8, 8, 8)``, each
-  followed by BatchNorm + LeakyReLU(0.2), except the first (no BatchNorm);
-* decoder: 5 stride-2 transposed convolutions, each followed by BatchNorm (+ Dropout on the first
-  ``dropout_layers`` of them) + ReLU; after each one the encoder feature of the same scale is
-  concatenated (symmetric skip connections);
+* encoder: 6 stride-2 convolutions (kernel 3), widths ``base × (1, 2, 4, 8, 8, 8)``, each followed
+  by BatchNorm + LeakyReLU (``first_norm: false`` drops the first one's BatchNorm, as pix2pix does);
+* decoder: 5 stride-2 transposed convolutions, each followed by BatchNorm, Dropout (``dropout``: one
+  probability per layer, bottleneck first; the report: 0.6 on the first three, 0.3 on the last two)
+  and LeakyReLU (``up_activation: relu``: ReLU, as pix2pix); after each one the encoder feature of
+  the same scale is concatenated (symmetric skip connections);
 * output layer: a transposed convolution back to full resolution, then a sigmoid (``color: rgb``)
   or a tanh (``color: lab``).
+
+The report gives no widths, no LeakyReLU slope and no normalisation for the decoder: ``base``,
+the width ratios, the slope 0.2 and the decoder's BatchNorm are pix2pix's U-Net conventions.
+
+Loss: the report's L1 summed over the h×w×3 values of an image (§3.2.4, eq. 1) plus its L2
+regularisation ``l2 × Σ w²`` over the kernels of every convolution and transposed convolution
+(§3.2.1: strength 0.2, "for all layers"; biases and BatchNorm are not penalised), divided by h×w×3 so
+that the ``l1`` term is the per-value mean every model logs: ``total = l1 + l2 × Σ w² / (3 h w)``.
 
 With ``color: lab`` the network works in normalised CIELAB (``L/50 - 1``, ``a/128``, ``b/128``,
 D65): the input is converted on the way in, the output back to sRGB (and clamped) on the way out, so
@@ -17,11 +27,11 @@ the model contract (sRGB in [0, 1] in and out) holds; the L1 loss is taken in th
 
 The 6 stride-2 levels need H and W to be multiples of 64: inputs are reflect-padded (bottom/right)
 up to the next multiple and the output is cropped back.
-
-Weight decay is an optimiser setting, not part of the model: the report uses 1e-4.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,10 +41,17 @@ from expocorr.models.registry import register
 
 MULTIPLE = 64  # 2 ** 6 stride-2 levels
 WIDTHS = (1, 2, 4, 8, 8, 8)  # encoder widths in units of `base`, full → 1/64 resolution
+UP_LAYERS = len(WIDTHS) - 1  # transposed convolutions before the output layer
 COLORS = ("rgb", "lab")
+UP_ACTIVATIONS = ("leaky_relu", "relu")
+SLOPE = 0.2  # LeakyReLU slope: the report names no slope; pix2pix's
 
-# The report's scale: pix2pix's U-Net width (ngf = 64) on 6 levels.
-PAPER_ARCH = {"base": 64, "kernel": 4, "dropout": 0.5, "dropout_layers": 3, "color": "rgb"}
+# The report's numbers (§3.2.1): kernel 3, BatchNorm on all 6 encoder layers, LeakyReLU on every
+# layer but the output, dropout 0.6 / 0.3 on the first 3 / last 2 up-sampling layers, L2 strength
+# 0.2; RGB is the colour space of its ExpoNet results (§4.5). `base` is not in the report: 64 is
+# pix2pix's U-Net width (ngf).
+PAPER_ARCH = {"base": 64, "kernel": 3, "first_norm": True, "up_activation": "leaky_relu",
+              "dropout": [0.6, 0.6, 0.6, 0.3, 0.3], "l2": 0.2, "color": "rgb"}
 
 
 # --- sRGB <-> CIELAB (D65), differentiable -----------------------------------------------------
@@ -127,70 +144,84 @@ def pad_to_multiple(x: Tensor, multiple: int = MULTIPLE) -> Tensor:
     return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
-def check_arch(base: int, kernel: int, dropout: float, dropout_layers: int, color: str) -> None:
+def check_arch(base: int, kernel: int, first_norm: bool, up_activation: str, dropout: Sequence[float],
+               l2: float, color: str) -> None:
     """ValueError naming the first bad ExpoNet argument."""
     if isinstance(base, bool) or not isinstance(base, int) or base < 1:
         raise ValueError(f"base must be a positive integer, got {base!r}")
     if not isinstance(kernel, int) or kernel not in (3, 4):
         raise ValueError(f"kernel must be 3 or 4, got {kernel!r}")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
-    if isinstance(dropout_layers, bool) or not isinstance(dropout_layers, int) or not 0 <= dropout_layers <= 5:
-        raise ValueError(f"dropout_layers must be an integer in 0..5, got {dropout_layers!r}")
+    if not isinstance(first_norm, bool):
+        raise ValueError(f"first_norm must be true or false, got {first_norm!r}")
+    if up_activation not in UP_ACTIVATIONS:
+        raise ValueError(f"up_activation must be one of {', '.join(UP_ACTIVATIONS)}, got {up_activation!r}")
+    if (not isinstance(dropout, Sequence) or isinstance(dropout, str) or len(dropout) != UP_LAYERS
+            or any(isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1 for p in dropout)):
+        raise ValueError(f"dropout must be {UP_LAYERS} probabilities in [0, 1) (bottleneck first), got {dropout!r}")
+    if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not l2 >= 0:
+        raise ValueError(f"l2 must be a number >= 0, got {l2!r}")
     if color not in COLORS:
         raise ValueError(f"color must be one of {', '.join(COLORS)}, got {color!r}")
+
+
+def l2_penalty(module: nn.Module, l2: float, target: Tensor) -> Tensor:
+    """``l2 × Σ w²`` over every (transposed) convolution kernel of `module`, divided by the number of
+    values of one `target` image (3 h w): the report's L2 term next to an L1 taken as a mean."""
+    kernels = [m.weight for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    return l2 * torch.stack([w.float().pow(2).sum() for w in kernels]).sum() / target[0].numel()
 
 
 # --- the network -------------------------------------------------------------------------------
 
 
 def down(cin: int, cout: int, kernel: int, norm: bool) -> nn.Sequential:
-    """Stride-2 convolution (halves H and W) [+ BatchNorm] + LeakyReLU(0.2)."""
+    """Stride-2 convolution (halves H and W) [+ BatchNorm] + LeakyReLU."""
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride=2, padding=1, bias=not norm)]
     if norm:
         layers.append(nn.BatchNorm2d(cout))
-    layers.append(nn.LeakyReLU(0.2))
+    layers.append(nn.LeakyReLU(SLOPE))
     return nn.Sequential(*layers)
 
 
-def up(cin: int, cout: int, kernel: int, dropout: float) -> nn.Sequential:
-    """Stride-2 transposed convolution (doubles H and W) + BatchNorm [+ Dropout] + ReLU."""
+def up(cin: int, cout: int, kernel: int, dropout: float, activation: str) -> nn.Sequential:
+    """Stride-2 transposed convolution (doubles H and W) + BatchNorm [+ Dropout] + LeakyReLU or ReLU."""
     layers: list[nn.Module] = [
         nn.ConvTranspose2d(cin, cout, kernel, stride=2, padding=1, output_padding=kernel % 2, bias=False),
         nn.BatchNorm2d(cout),
     ]
     if dropout > 0:
         layers.append(nn.Dropout(dropout))
-    layers.append(nn.ReLU())
+    layers.append(nn.LeakyReLU(SLOPE) if activation == "leaky_relu" else nn.ReLU())
     return nn.Sequential(*layers)
 
 
 class UNet(nn.Module):
     """ExpoNet's body, on working-space tensors whose H and W are multiples of 64.
 
-    ``bridge`` and ``bypass`` are the two extras ExpoNetDouble's second network uses: ``bridge``
-    widens every skip concatenation by another network's encoder feature of the same scale;
-    ``bypass`` concatenates a full-resolution image (3 channels) before the output layer. A
-    full-resolution tensor cannot enter the output layer proper (a transposed convolution *from*
-    half resolution), so with ``bypass`` the transposed convolution emits ``base`` feature maps
-    (+ BatchNorm + ReLU) and a 3×3 convolution over [features, image] is the output layer.
+    ``bridge`` and ``bypass`` are the two extras ExpoNetDouble's networks use: ``bridge`` widens
+    every skip concatenation by another network's encoder feature of the same scale; ``bypass``
+    concatenates a full-resolution image (3 channels) before the output layer. A full-resolution
+    tensor cannot enter the output layer proper (a transposed convolution *from* half resolution),
+    so with ``bypass`` the transposed convolution emits ``base`` feature maps (+ BatchNorm +
+    activation) and a 3×3 convolution over [features, image] is the output layer.
     """
 
-    def __init__(self, base: int, kernel: int, dropout: float, dropout_layers: int, color: str,
-                 bridge: bool = False, bypass: bool = False):
+    def __init__(self, base: int, kernel: int, first_norm: bool, up_activation: str, dropout: Sequence[float],
+                 color: str, bridge: bool = False, bypass: bool = False):
         super().__init__()
         widths = [base * m for m in WIDTHS]
         self.encoder = nn.ModuleList(
-            down(cin, cout, kernel, norm=i > 0) for i, (cin, cout) in enumerate(zip([3] + widths[:-1], widths))
+            down(cin, cout, kernel, norm=first_norm or i > 0)
+            for i, (cin, cout) in enumerate(zip([3] + widths[:-1], widths))
         )
         skips = 3 if bridge else 2  # channels after a concat, in units of the decoder output width
         self.decoder = nn.ModuleList()
         cin = widths[-1]
-        for i, cout in enumerate(reversed(widths[:-1])):  # 8b, 8b, 4b, 2b, b: 1/32 → 1/2 resolution
-            self.decoder.append(up(cin, cout, kernel, dropout if i < dropout_layers else 0.0))
+        for p, cout in zip(dropout, reversed(widths[:-1])):  # 8b, 8b, 4b, 2b, b: 1/32 → 1/2 resolution
+            self.decoder.append(up(cin, cout, kernel, p, up_activation))
             cin = skips * cout
         if bypass:
-            self.head_up = up(cin, base, kernel, 0.0)
+            self.head_up = up(cin, base, kernel, 0.0, up_activation)
             self.head = nn.Conv2d(base + 3, 3, 3, padding=1)
         else:
             self.head_up = None
@@ -222,24 +253,26 @@ class UNet(nn.Module):
 
 @register("exponet")
 class ExpoNet(nn.Module):
-    """ExpoNet on sRGB in [0, 1], any size; L1 loss in the working colour space.
+    """ExpoNet on sRGB in [0, 1], any size; L1 loss in the working colour space (+ L2 on the kernels).
 
     Args:
         base: width of the first encoder layer (the others are 2, 4, 8, 8, 8 times it).
-        kernel: convolution kernel size, 4 (pix2pix) or 3.
-        dropout: dropout probability in the first `dropout_layers` decoder layers.
-        dropout_layers: how many decoder layers (from the bottleneck up, of 5) have dropout.
+        kernel: convolution kernel size, 3 (the report) or 4 (pix2pix).
+        first_norm: BatchNorm after the first encoder convolution too (the report) or not (pix2pix).
+        up_activation: "leaky_relu" (the report) or "relu" (pix2pix) after each decoder layer.
+        dropout: dropout probability of each of the 5 decoder layers, from the bottleneck up.
+        l2: strength of the L2 penalty on the convolution kernels (0: off), relative to eq. 1's L1.
         color: "rgb" (sigmoid output) or "lab" (normalised CIELAB, tanh output).
     """
 
     paired = True
 
-    def __init__(self, base: int = 8, kernel: int = 4, dropout: float = 0.5, dropout_layers: int = 3,
-                 color: str = "rgb"):
+    def __init__(self, base: int = 8, kernel: int = 3, first_norm: bool = True, up_activation: str = "leaky_relu",
+                 dropout: Sequence[float] = (0.6, 0.6, 0.6, 0.3, 0.3), l2: float = 0.2, color: str = "rgb"):
         super().__init__()
-        check_arch(base, kernel, dropout, dropout_layers, color)
-        self.color = color
-        self.net = UNet(base, kernel, dropout, dropout_layers, color)
+        check_arch(base, kernel, first_norm, up_activation, dropout, l2, color)
+        self.color, self.l2 = color, float(l2)
+        self.net = UNet(base, kernel, first_norm, up_activation, dropout, color)
         self._last: tuple[Tensor, Tensor] | None = None  # (output, its working-space form) for loss()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -262,5 +295,8 @@ class ExpoNet(nn.Module):
         return to_working(out, self.color)
 
     def loss(self, batch: dict, out: Tensor, epoch: int) -> dict[str, Tensor]:
-        l1 = F.l1_loss(self.working(out), to_working(batch["target"], self.color))
-        return {"l1": l1, "total": l1}
+        terms = {"l1": F.l1_loss(self.working(out), to_working(batch["target"], self.color))}
+        if self.l2 > 0:
+            terms["l2"] = l2_penalty(self, self.l2, batch["target"])
+        terms["total"] = sum(terms.values())
+        return terms
