@@ -1,14 +1,17 @@
 """hdr_autoencoder: shapes and range at odd sizes, gradients, VGG16 keys and weight loading,
-frozen layers, determinism, overfitting one batch."""
+frozen layers, the report's parameter counts and layers, its loss, determinism, overfitting one batch."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 import skimage.data
 import torch
+import torch.nn.functional as F
+import yaml
 
 import expocorr.models.hdr_autoencoder as hdr
 from expocorr.models.registry import build
@@ -23,6 +26,20 @@ TORCHVISION_VGG16_FEATURE_KEYS = [
     "28.weight", "28.bias",
 ]
 VGG16_FEATURES_PARAMS = 14_714_688  # torchvision vgg16().features
+# Parameters of the decoder layers in the official final models' summary.txt (BayBenj/cs230-proj,
+# src/saved_models/model_20190318-225737_*): conv2d_1, then conv2d_transpose_k / conv2d_(k+1) per
+# stage, conv2d_7, conv2d_8.
+OFFICIAL_DECODER_LAYER_PARAMS = [262_656, 2_359_808, 524_800, 2_359_808, 524_800, 1_179_904, 131_328,
+                                 295_040, 32_896, 73_792, 8_256, 195, 21]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def count(model: torch.nn.Module, trainable: bool | None = None) -> int:
+    return sum(p.numel() for p in model.parameters() if trainable is None or p.requires_grad == trainable)
+
+
+def yaml_arch(name: str) -> dict:
+    return yaml.safe_load((REPO / name).read_text())["train"]["hdr_autoencoder"]["arch"]
 
 
 def photo_pair(ev: float = -1.5, size: int = 64) -> dict:
@@ -56,7 +73,7 @@ def test_gradient_reaches_every_trainable_parameter(model):
     batch = photo_pair(size=32)
     model.zero_grad()
     terms = model.loss(batch, model(batch["input"]), epoch=0)
-    assert set(terms) == {"l1", "tv", "total"}
+    assert set(terms) == {"l1", "tv", "l2", "total"}
     terms["total"].backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
@@ -100,7 +117,13 @@ def test_missing_weights_file_and_bad_args_raise_naming_the_arg(tmp_path):
     with pytest.raises(ValueError, match="width"):
         hdr.HDRAutoencoder(width=0)
     with pytest.raises(ValueError, match="beta"):
-        hdr.HDRAutoencoder(beta=-1)
+        hdr.HDRAutoencoder(beta=0)
+    for key in ("slope", "tv_weight", "l2"):
+        with pytest.raises(ValueError, match=key):
+            hdr.HDRAutoencoder(**{key: -0.1})
+    for key in ("batch_norm", "imagenet_norm"):
+        with pytest.raises(ValueError, match=key):
+            hdr.HDRAutoencoder(**{key: 1})
 
 
 @pytest.mark.parametrize("trainable, expected", [
@@ -136,10 +159,96 @@ def test_same_seed_same_outputs():
     assert torch.equal(outs[0], outs[1])
 
 
-def test_paper_arch_builds_paper_decoder_widths():
+def test_paper_arch_matches_the_reports_parameter_counts():
+    """Fig. 2: 22,467,992 parameters, 41.04 % (summary.txt: 9,220,480) non-trainable with the skip layers trained."""
+    arch = yaml_arch("params-paper.yaml")
+    assert {k: v for k, v in arch.items() if k != "vgg_weights"} == {
+        k: v for k, v in hdr.PAPER_ARCH.items() if k != "vgg_weights"}
+    m = hdr.HDRAutoencoder(**dict(arch, vgg_weights=None))
+    assert count(m) == hdr.PAPER_PARAMS == 22_467_992
+    assert count(m, trainable=False) == hdr.PAPER_FROZEN == 9_220_480
+    assert round(100 * hdr.PAPER_FROZEN / hdr.PAPER_PARAMS, 2) == 41.04
+
+
+def test_paper_decoder_is_the_official_layer_list():
     m = hdr.HDRAutoencoder(**hdr.PAPER_ARCH)
-    assert [blk[0].out_channels for blk in m.up] == [512, 512, 256, 128, 64]
-    assert m.bottleneck[0].out_channels == 512
+    stages = [layer for up, fuse in zip(m.up, m.fuse) for layer in (up[0], fuse[0])]
+    convs = [m.latent[0], *stages, m.head[0], m.out[0]]
+    assert [count(c) for c in convs] == OFFICIAL_DECODER_LAYER_PARAMS
+    assert [c.kernel_size for c in convs] == [(1, 1)] + [(3, 3), (1, 1)] * 5 + [(1, 1), (1, 1)]
+    assert all(isinstance(c, hdr.SameDeconv) for c in convs[1:11:2])
+    # LeakyReLU 0.4 after every decoder conv but the output's sigmoid; no BN in the final models.
+    slopes = [mod.negative_slope for mod in m.modules() if isinstance(mod, torch.nn.LeakyReLU)]
+    assert slopes == [0.4] * 12
+    assert isinstance(m.out[-1], torch.nn.Sigmoid)
+    assert not any(isinstance(mod, torch.nn.BatchNorm2d) for mod in m.modules())
+    # Glorot-uniform weights, zero biases (Keras defaults).
+    for c in convs:
+        fan = c.weight[0].numel() * (c.in_channels + c.out_channels) / c.in_channels
+        assert c.weight.abs().max() <= (6 / fan) ** 0.5 and not c.bias.any()
+
+
+def test_batch_norm_follows_every_decoder_conv():
+    m = hdr.HDRAutoencoder(batch_norm=True)
+    for part in [m.latent, *m.up, *m.fuse, m.head, m.out]:
+        assert isinstance(part[1], torch.nn.BatchNorm2d) and part[1].eps == 1e-3
+
+
+def test_cpu_default_builds_and_counts():
+    m = build("hdr_autoencoder", yaml_arch("params.yaml"))
+    assert count(m) == 14_931_680 and count(m, trainable=False) == 0
+
+
+def test_deconv_has_keras_same_alignment():
+    """A 'same' stride-2 transposed conv is the adjoint of TensorFlow's 'same' stride-2 conv, which pads
+    an even-sized input by one row and column at the bottom and right only."""
+    torch.manual_seed(6)
+    deconv = hdr.SameDeconv(2, 3)
+    torch.nn.init.zeros_(deconv.bias)
+    y, x = torch.randn(1, 2, 5, 7), torch.randn(1, 3, 10, 14)
+    tf_conv = F.conv2d(F.pad(x, (0, 1, 0, 1)), deconv.weight, stride=2)
+    assert deconv(y).shape == x.shape
+    assert torch.allclose((deconv(y) * x).sum(), (tf_conv * y).sum(), atol=1e-4)
+
+
+@pytest.mark.parametrize("imagenet_norm", [False, True])
+def test_encoder_sees_the_raw_image_unless_imagenet_norm(imagenet_norm):
+    m = hdr.HDRAutoencoder(imagenet_norm=imagenet_norm).eval()
+    seen = []
+    m.encoder[0].register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        m(x)
+    expected = (x - m.mean) / m.std if imagenet_norm else x
+    assert torch.allclose(seen[0], expected)
+
+
+def test_tv_is_the_reports_power_of_the_gradient_norm():
+    """TV = mean ((Δx)² + (Δy)²)^(β/2): on a ramp with slopes a, b it is (a² + b²)^(β/2)."""
+    i, j = torch.meshgrid(torch.arange(9.0), torch.arange(11.0), indexing="ij")
+    ramp = (0.03 * j + 0.04 * i).expand(2, 3, 9, 11)
+    for beta in (2.5, 1.0, 2.0):
+        assert hdr.total_variation(ramp, beta).item() == pytest.approx(0.05 ** beta, rel=1e-4)
+    # Flat image: zero, and a finite (zero) gradient also for beta < 2.
+    flat = torch.full((1, 3, 8, 8), 0.5, requires_grad=True)
+    hdr.total_variation(flat, 1.0).backward()
+    assert torch.isfinite(flat.grad).all() and not flat.grad.any()
+
+
+def test_loss_is_l1_plus_weighted_tv_of_output_plus_l2():
+    m = hdr.HDRAutoencoder(tv_weight=0.5, l2=1e-3)
+    batch = photo_pair(size=32)
+    out = m(batch["input"])
+    terms = m.loss(batch, out, 0)
+    assert terms["l1"].item() == pytest.approx(F.l1_loss(out, batch["target"]).item())
+    assert terms["tv"].item() == pytest.approx(hdr.total_variation(out, 2.5).item())
+    # The TV term is the output's: the target does not change it.
+    assert m.loss({"target": batch["input"]}, out, 0)["tv"].item() == pytest.approx(terms["tv"].item())
+    convs = m.decoder_convs(output=False)
+    assert len(convs) == 12 and m.out[0] not in convs
+    assert terms["l2"].item() == pytest.approx(sum((c.weight ** 2).sum() + (c.bias ** 2).sum() for c in convs).item())
+    total = terms["l1"] + 0.5 * terms["tv"] + 1e-3 * terms["l2"]
+    assert terms["total"].item() == pytest.approx(total.item())
 
 
 @pytest.mark.slow
