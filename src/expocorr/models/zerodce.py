@@ -13,8 +13,9 @@ with the official weights 1 / 10 / 5 / 200.
 
 The layer names (``e_conv1`` … ``e_conv7``), their order of concatenation and the initialisation
 N(0, 0.02) of the convolution weights follow the official code (Li-Chongyi/Zero-DCE, model.py and
-lowlight_train.py), so its ``Epoch99.pth`` state_dict loads as it is. 79,416 parameters at the
-paper's width 32. Fully convolutional: any H×W works without padding.
+lowlight_train.py), so its ``Epoch99.pth`` state_dict loads strictly and gives the official forward
+bit for bit (tests/test_model_zerodce.py). 79,416 parameters at the paper's width 32. Fully
+convolutional: any H×W works without padding.
 
 The losses are plain functions so Zero-DCE++ (``zerodce_pp.py``) uses the same ones.
 """
