@@ -36,6 +36,18 @@ def vgg_features(arch: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def conv_relu_indices(arch: str) -> list[int]:
+    """Index in ``vgg_features(arch)`` of the ReLU after each convolution, in order (16 for VGG19)."""
+    out, i = [], 0
+    for v in CFGS[arch]:
+        if v == "M":
+            i += 1
+        else:
+            out.append(i + 1)
+            i += 2
+    return out
+
+
 def load_features(features: nn.Sequential, path: str | Path) -> None:
     """Load torchvision weights (whole-model or features-only state_dict) into `features`.
 
