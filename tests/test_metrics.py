@@ -1,5 +1,6 @@
 """Metrics: known values, an independent SSIM, the CIEDE2000 test data, histogram similarity,
-no-reference scores (BRISQUE, NIQE on a model fitted here from real photos, "not computed")."""
+no-reference scores (BRISQUE, NIQE on a model fitted here from real photos, "not computed" with its
+reason; the Inception Score is in tests/test_noref_scores.py)."""
 
 from __future__ import annotations
 
@@ -223,20 +224,28 @@ def test_histogram_similarity_is_reproducible_and_empty_is_nan(astronaut, darken
 def test_noref_defaults_are_not_computed(astronaut):
     noref = NoReference(None)
     assert noref.names == ()
-    assert noref.score(astronaut) == {name: "not computed" for name in noref.all_names}
+    assert noref.score(astronaut) == {name: "not computed" for name in noref.per_image_names}
+    assert noref.result() == {"inception_score": "not computed"}
     status = noref.status()
+    assert set(status) == set(noref.all_names) == {"brisque", "niqe", "lpips", "pi", "inception_score"}
     assert status["brisque"].startswith("not computed") and "disabled" in status["brisque"]
-    assert status["niqe"] == "not computed: no niqe_params file given"
-    assert "no lpips_weights file given" in status["lpips"]
+    assert status["niqe"] == "not computed: no niqe_params file given (evaluate.noref.niqe_params is null)"
+    assert status["inception_score"] == ("not computed: no inception_weights file given "
+                                         "(evaluate.noref.inception_weights is null)")
+    assert status["lpips"].startswith("not computed: LPIPS is not implemented in expocorr")
+    assert status["pi"].startswith("not computed: the perceptual index (PI) is not implemented in expocorr")
+    assert "Ma et al." in status["pi"]
 
 
 def test_noref_missing_files_are_not_computed(tmp_path, astronaut):
     missing = tmp_path / "modelparameters.mat"
     noref = NoReference({"brisque": False, "niqe_params": str(missing), "lpips_weights": str(tmp_path / "x.pth"),
-                         "pi_weights": None, "inception_weights": None})
+                         "pi_weights": None, "inception_weights": str(tmp_path / "inception_v3.pth")})
     assert noref.score(astronaut)["niqe"] == "not computed"
     assert f"file {missing} not found" in noref.status()["niqe"]
-    assert "not found" in noref.status()["lpips"]
+    assert noref.status()["inception_score"] == (f"not computed: file {tmp_path / 'inception_v3.pth'} not found "
+                                                 "(evaluate.noref.inception_weights)")
+    assert "LPIPS is not implemented" in noref.status()["lpips"]
 
 
 def test_noref_unimplemented_weights_raise(tmp_path):
@@ -244,6 +253,8 @@ def test_noref_unimplemented_weights_raise(tmp_path):
     weights.write_bytes(b"weights")
     with pytest.raises(NotImplementedError, match="LPIPS is not implemented"):
         NoReference({"lpips_weights": str(weights)})
+    with pytest.raises(NotImplementedError, match=r"evaluate\.noref\.pi_weights: .* perceptual index \(PI\) is not"):
+        NoReference({"pi_weights": str(weights)})
     with pytest.raises(UserError, match="unknown key"):
         NoReference({"brisque": True, "musiq": True})
 

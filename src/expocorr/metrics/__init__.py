@@ -2,8 +2,9 @@
 
 Full-reference, per image: `psnr`, `ssim` (both with an optional BT.601 Y-channel variant),
 `delta_e2000`. Between the set of outputs and the set of references: `HistogramSimilarity`
-(Hu et al. 2018). No-reference, per image: `NoReference` (BRISQUE, NIQE; the rest reported as
-"not computed").
+(Hu et al. 2018). No-reference: `NoReference` — per image BRISQUE and NIQE, per set the Inception
+Score (Salimans et al. 2016, `expocorr.metrics.inception_score`) when their model files are given;
+LPIPS and the perceptual index are reported as "not computed" with the reason.
 """
 
 from expocorr.metrics.delta_e import delta_e2000

@@ -1,10 +1,12 @@
-"""No-reference scores of an output image: what is really computed, and why the rest is not.
+"""No-reference scores of the outputs: what is really computed, and why the rest is not.
 
-``NoReference(cfg)`` with ``cfg = {"brisque": bool, "niqe_params": path|None, "lpips_weights":
+``NoReference(cfg, device)`` with ``cfg = {"brisque": bool, "niqe_params": path|None, "lpips_weights":
 path|None, "pi_weights": path|None, "inception_weights": path|None}`` (missing keys mean off/None;
-unknown keys are an error). ``score(output_u8)`` returns one entry per name in `ALL_NAMES`: a float
-when computed, else the string ``"not computed"`` (never a made-up number); ``status()`` says why
-for each name; ``names`` lists the names computed as numbers.
+unknown keys are an error). Per image, ``score(output_u8)`` returns one entry per name in
+`PER_IMAGE_NAMES`: a float when computed, else the string ``"not computed"`` (never a made-up
+number). Per set, ``add(output_u8)`` then ``result()`` give the Inception Score. ``status()`` says,
+for every name in `ALL_NAMES`, "computed: …" or "not computed: <reason>"; ``names`` lists the
+per-image names computed as numbers.
 
 * ``brisque`` (lower is better): the PyPI package ``brisque`` (Guha; tested with 0.2.0) and the
   SVR model it ships (``brisque/models/svm.txt``, ``normalize.pickle``), so it runs offline. Its
@@ -15,11 +17,15 @@ for each name; ``names`` lists the names computed as numbers.
 * ``niqe`` (lower is better): `expocorr.metrics.niqe`, computed when ``niqe_params`` names an
   existing pristine-model file (the MATLAB release's ``modelparameters.mat``, or one made with
   `expocorr.metrics.niqe.fit_params`); needs images of at least 96×96.
-* ``lpips``, ``pi`` (perceptual index, which needs Ma et al.'s model), ``inception_score``: not
-  implemented. With no file, or a file that does not exist, they are ``"not computed"``; naming an
-  existing weights file raises `MetricNotImplemented`, so nobody believes they were computed.
-  (LPIPS is a full-reference distance and the Inception Score a set-level statistic: neither fits
-  a per-image no-reference ``score`` anyway.)
+* ``inception_score`` (higher is better, one value per set): `expocorr.metrics.inception_score`,
+  computed when ``inception_weights`` names an existing torchvision Inception v3 state_dict
+  (``inception_v3_google-0cc3c7bd.pth``); a file that does not load strictly is an error.
+* ``pi`` (perceptual index, Blau et al. 2018: ½((10 − Ma) + NIQE)) and ``lpips``: not implemented.
+  PI needs Ma et al.'s (CVIU 2017) learned score — three random-forest regressors on DCT,
+  steerable-pyramid and SVD features plus a linear fusion — whose feature code and model file are
+  not reproduced here; LPIPS is a full-reference distance, outside a no-reference score. Their
+  status says so whatever the parameter holds; naming an existing file raises
+  `MetricNotImplemented`, so nobody believes they were computed.
 """
 
 from __future__ import annotations
@@ -33,14 +39,24 @@ import numpy as np
 
 from expocorr.errors import UserError
 from expocorr.metrics import niqe as niqe_module
+from expocorr.metrics.inception_score import SPLITS, InceptionScore
 
 log = logging.getLogger(__name__)
 
 NOT_COMPUTED = "not computed"
-ALL_NAMES = ("brisque", "niqe", "lpips", "pi", "inception_score")
+PER_IMAGE_NAMES = ("brisque", "niqe", "lpips", "pi")
+SET_NAMES = ("inception_score",)
+ALL_NAMES = PER_IMAGE_NAMES + SET_NAMES
 CFG_KEYS = ("brisque", "niqe_params", "lpips_weights", "pi_weights", "inception_weights")
-_UNIMPLEMENTED = {"lpips": ("lpips_weights", "LPIPS"), "pi": ("pi_weights", "the perceptual index (PI)"),
-                  "inception_score": ("inception_weights", "the Inception Score")}
+PREFIX = "evaluate.noref"
+_UNIMPLEMENTED = {
+    "lpips": ("lpips_weights", "LPIPS",
+              "it is a full-reference distance (Zhang et al. 2018), not a no-reference score"),
+    "pi": ("pi_weights", "the perceptual index (PI)",
+           "PI = ½((10 − Ma) + NIQE) needs Ma et al.'s (CVIU 2017) learned score (three random-forest regressors "
+           "on DCT, steerable-pyramid and SVD features, fused linearly), whose features and model file are not "
+           "reproduced here"),
+}
 
 
 class MetricNotImplemented(UserError, NotImplementedError):
@@ -73,20 +89,31 @@ def _check_rgb(image: np.ndarray) -> np.ndarray:
 
 
 class NoReference:
-    """The no-reference scores enabled by `cfg` (see the module docstring)."""
+    """The no-reference scores enabled by `cfg` (see the module docstring); networks run on `device`."""
 
     all_names = ALL_NAMES
+    per_image_names = PER_IMAGE_NAMES
 
-    def __init__(self, cfg: dict | None = None):
+    def __init__(self, cfg: dict | None = None, device="cpu"):
         cfg = dict(cfg or {})
         unknown = sorted(set(cfg) - set(CFG_KEYS))
         if unknown:
-            raise NoReferenceConfigError(f"noref: unknown key(s) {unknown}; known: {list(CFG_KEYS)}")
+            raise NoReferenceConfigError(f"{PREFIX}: unknown key(s) {unknown}; known: {list(CFG_KEYS)}")
         if not isinstance(cfg.get("brisque", False), bool):
-            raise NoReferenceConfigError(f"noref.brisque: must be true or false, got {cfg['brisque']!r}")
+            raise NoReferenceConfigError(f"{PREFIX}.brisque: must be true or false, got {cfg['brisque']!r}")
         self._status: dict[str, str] = {}
         self._brisque = None
         self._niqe_model: tuple[np.ndarray, np.ndarray] | None = None
+        self._inception: InceptionScore | None = None
+
+        for name, (key, label, why) in _UNIMPLEMENTED.items():
+            value = cfg.get(key)
+            if value not in (None, "") and not isinstance(value, (str, Path)):
+                raise NoReferenceConfigError(f"{PREFIX}.{key}: must be a path or null, got {value!r}")
+            reason = f"{label} is not implemented in expocorr: {why}"
+            if value not in (None, "") and Path(value).is_file():
+                raise MetricNotImplemented(f"{PREFIX}.{key}: {value} given, but {reason}; set {PREFIX}.{key} to null")
+            self._status[name] = f"{NOT_COMPUTED}: {reason}"
 
         if cfg.get("brisque", False):
             try:
@@ -97,38 +124,37 @@ class NoReference:
                 log.warning("BRISQUE disabled: %s", exc)
                 self._status["brisque"] = f"{NOT_COMPUTED}: the brisque package cannot be used ({exc})"
         else:
-            self._status["brisque"] = f"{NOT_COMPUTED}: disabled (noref.brisque is false)"
+            self._status["brisque"] = f"{NOT_COMPUTED}: disabled ({PREFIX}.brisque is false)"
 
         path = self._path(cfg, "niqe_params", "niqe")
         if path is not None:
             self._niqe_model = niqe_module.load_params(path)
             self._status["niqe"] = f"computed: NIQE with the pristine model {path}"
 
-        for name, (key, label) in _UNIMPLEMENTED.items():
-            path = self._path(cfg, key, name)
-            if path is not None:
-                raise MetricNotImplemented(
-                    f"noref.{key}: {path} given, but {label} is not implemented in expocorr; "
-                    f"set noref.{key} to null")
+        path = self._path(cfg, "inception_weights", "inception_score")
+        if path is not None:
+            self._inception = InceptionScore(path, device, param=f"{PREFIX}.inception_weights")
+            self._status["inception_score"] = (f"computed: Inception Score of the set ({SPLITS} splits, one "
+                                               f"below {SPLITS} images), Inception v3 weights {path}")
 
     def _path(self, cfg: dict, key: str, name: str) -> Path | None:
         """The existing file named by cfg[key], else None with the reason recorded in the status."""
         value = cfg.get(key)
         if value is None or value == "":
-            self._status[name] = f"{NOT_COMPUTED}: no {key} file given"
+            self._status[name] = f"{NOT_COMPUTED}: no {key} file given ({PREFIX}.{key} is null)"
             return None
         if not isinstance(value, (str, Path)):
-            raise NoReferenceConfigError(f"noref.{key}: must be a path or null, got {value!r}")
+            raise NoReferenceConfigError(f"{PREFIX}.{key}: must be a path or null, got {value!r}")
         path = Path(value)
         if not path.is_file():
-            self._status[name] = f"{NOT_COMPUTED}: file {path} not found (noref.{key})"
+            self._status[name] = f"{NOT_COMPUTED}: file {path} not found ({PREFIX}.{key})"
             return None
         return path
 
     @property
     def names(self) -> tuple[str, ...]:
-        """The metrics `score` computes as numbers, in `ALL_NAMES` order."""
-        return tuple(n for n in ALL_NAMES if (n == "brisque" and self._brisque is not None)
+        """The per-image metrics `score` computes as numbers, in `PER_IMAGE_NAMES` order."""
+        return tuple(n for n in PER_IMAGE_NAMES if (n == "brisque" and self._brisque is not None)
                      or (n == "niqe" and self._niqe_model is not None))
 
     def status(self) -> dict[str, str]:
@@ -136,12 +162,24 @@ class NoReference:
         return {name: self._status[name] for name in ALL_NAMES}
 
     def score(self, output: np.ndarray) -> dict[str, float | str]:
-        """Scores of one uint8 H×W×3 output; ``"not computed"`` for the metrics not in `names`."""
+        """Per-image scores of one uint8 H×W×3 output; ``"not computed"`` for the metrics not in `names`."""
         output = _check_rgb(output)
-        scores: dict[str, float | str] = {name: NOT_COMPUTED for name in ALL_NAMES}
+        scores: dict[str, float | str] = {name: NOT_COMPUTED for name in PER_IMAGE_NAMES}
         if self._brisque is not None:
             value = float(self._brisque.score(output))
             scores["brisque"] = value if math.isfinite(value) else float("nan")
         if self._niqe_model is not None:
             scores["niqe"] = niqe_module.niqe(output, *self._niqe_model)
         return scores
+
+    def add(self, output: np.ndarray) -> None:
+        """Count one uint8 H×W×3 output into the set-level scores (a no-op when none is computed)."""
+        if self._inception is not None:
+            self._inception.add(_check_rgb(output))
+
+    def result(self) -> dict[str, float | int | str]:
+        """The set-level scores of the outputs added: ``inception_score`` (+ ``_std``, ``_splits``)
+        when computed, else ``{"inception_score": "not computed"}``."""
+        if self._inception is None:
+            return {"inception_score": NOT_COMPUTED}
+        return self._inception.result()
