@@ -108,3 +108,22 @@ def test_same_params_same_metrics(repo, tmp_path):
     after = summary(repo, "clahe")
     before.pop("seconds_per_megapixel"), after.pop("seconds_per_megapixel")
     assert before == after
+
+
+def test_oracle_inverts_each_scenes_own_tau_from_a_range(tmp_path):
+    """render.tau [lo, hi] (the GAN seed's random highlight clipping): each scene draws its threshold,
+    the manifest records it, and inverse_synthesis inverts each scene's own tau."""
+    def edit(params):
+        tiny(params)
+        params["render"]["tau"] = [0.5, 0.9]
+
+    repo = workspace.make(tmp_path, edit)
+    for cmd in (["download"], ["render"], ["split"], ["evaluate", "--method", "inverse_synthesis"]):
+        workspace.run(["expocorr", *cmd], repo)
+    rows = read_csv(repo / "data/splits/test.csv")
+    taus = {float(r["tau"]) for r in rows}
+    assert all(0.5 <= t <= 0.9 for t in taus)
+    for r in rows:  # one tau per scene
+        assert {float(q["tau"]) for q in rows if q["scene"] == r["scene"]} == {float(r["tau"])}
+    s = summary(repo, "inverse_synthesis")
+    assert s["under"]["psnr"] > 35  # the inverse of the synthesis, up to 8-bit quantisation

@@ -176,6 +176,27 @@ def test_real_params_valid_and_defaults(base):
     assert sum(base["split"]["fractions"].values()) == pytest.approx(1.0)
 
 
+def test_paper_params_are_a_complete_valid_params_file():
+    """`cp params-paper.yaml params.yaml` (README "Paper-scale training") must give a params file both
+    engines accept: every section present and valid, the same keys as params.yaml."""
+    paper = params.load(REPO / "params-paper.yaml")
+
+    def keys(node, prefix=""):
+        if not isinstance(node, dict) or prefix.endswith((".arch", ".weights", ".schedule")):
+            return {prefix}
+        return {k for key, value in node.items() for k in keys(value, f"{prefix}.{key}" if prefix else key)}
+
+    assert keys(paper) == keys(yaml.safe_load(PARAMS.read_text()))
+
+    hdr = params.load(REPO / "params-paper-hdr.yaml")  # the HDR autoencoder seed's data recipe
+    assert keys(hdr) == keys(paper)
+    assert hdr["train"]["models"] == ["hdr_autoencoder"]
+    assert {k: v for k, v in hdr["train"].items() if k != "models"} == \
+        {k: v for k, v in paper["train"].items() if k != "models"}
+    assert hdr["data"]["source"] == "stacks" and hdr["data"]["stacks"]["preset"] == "fairchild"
+    assert hdr["render"]["stacks"]["register"]["motion"] == "affine" and "debevec_reinhard" in hdr["evaluate"]["baselines"]
+
+
 @pytest.mark.parametrize("edit", [
     _set("render.curve", "gamma"),
     _many(_set("data.source", "folder"), _set("data.folder", "~/photos")),

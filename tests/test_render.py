@@ -204,6 +204,48 @@ def test_tau_affects_only_positive_evs(tmp_path, p):
                 assert brightness(b["input"]) > brightness(a["input"]), (scene, ev)
 
 
+def test_tau_range_draws_one_tau_per_scene():
+    """render.tau [lo, hi]: each scene draws its threshold from render.seed and its name, the same every run."""
+    r = {"tau": [0.5, 1.0], "seed": 0}
+    scenes = ("astronaut", "coffee", "chelsea", "rocket", "a scene")
+    taus = {s: render.scene_tau(r, s) for s in scenes}
+    assert all(0.5 <= t <= 1.0 for t in taus.values())
+    assert len(set(taus.values())) == len(scenes)
+    assert taus == {s: render.scene_tau(copy.deepcopy(r), s) for s in scenes}
+    assert render.scene_tau(dict(r, seed=1), "astronaut") != taus["astronaut"]
+    assert render.scene_tau({"tau": [0.7, 0.7], "seed": 0}, "astronaut") == 0.7
+    assert render.scene_tau({"tau": 0.7, "seed": 0}, "astronaut") == 0.7
+    with pytest.raises(render.RenderError, match=r"render\.tau"):
+        render.scene_tau({"tau": [0.9, 0.6], "seed": 0}, "astronaut")
+
+
+def test_tau_range_renders_each_scene_at_its_own_tau(tmp_path, p):
+    """With a range, the positive EVs of a scene clip at its drawn tau, recorded in the manifest's `tau`
+    column; a number keeps today's manifest, and [t, t] renders the same bytes as t."""
+    p["render"]["max_side"] = 96
+    out = {}
+    for name, tau in (("number", 0.6), ("point", [0.6, 0.6]), ("range", [0.5, 1.0])):
+        (tmp_path / name).mkdir()
+        p["render"]["tau"] = tau
+        out[name] = by_scene(run_stages(tmp_path / name, p, download, render))
+    header = {name: (tmp_path / name / render.MANIFEST).read_text().splitlines()[0] for name in out}
+    assert header["number"] == "scene,ev,input,reference,source"
+    assert header["point"] == header["range"] == "scene,ev,tau,input,reference,source"
+    drawn = set()
+    for scene, rows in out["number"].items():
+        for a, b in zip(rows, out["point"][scene], strict=True):
+            assert a["input"].read_bytes() == b["input"].read_bytes(), (scene, a["ev"])
+        ranged = out["range"][scene]
+        (tau,) = {float(r["tau"]) for r in ranged}
+        assert tau == pytest.approx(render.scene_tau(p["render"], scene), abs=1e-12)
+        drawn.add(tau)
+        reference = u8(ranged[0]["reference"])
+        for r in ranged:
+            ev = float(r["ev"])
+            assert_exposed(reference, u8(r["input"]), 2.0**ev / tau if ev > 0 and tau < 1 else 2.0**ev)
+    assert len(drawn) == len(out["range"]) > 1
+
+
 def test_expose_tau_unit():
     linear = np.linspace(0.0, 1.0, 101)
     assert np.array_equal(render.expose(linear, 1.0, 0.5), render.expose(linear, 2.0, 1.0))

@@ -120,6 +120,38 @@ def test_schedule_curriculum_batch_resize_and_last_epoch_selection(data_repo, tm
         [(e + 1, pytest.approx(lr)) for e, lr in enumerate(expected)]
 
 
+def test_msec_paper_recipe_patches_discriminator_lr_and_stage_restarts(data_repo, tmp_path):
+    """MSEC's recipe in miniature: pre-extracted patches, batch size and LR restarting per stage,
+    the discriminator at lr / 10 while the adversarial term is on, the last epoch kept."""
+    from expocorr.sampling import patch_bank
+
+    def edit(p):
+        tiny(models=("msec",), epochs=4, steps=2)(p)
+        p["train"]["msec"].update(
+            lr=1e-3, d_lr=1e-4, select="last", sampling="patches",
+            patch_curriculum=[[0, 32, 4], [2, 48, 2]],
+            schedule={"policy": "step", "every": [1, 1], "gamma": 0.5, "restart": True})
+        p["train"]["msec"]["arch"].update(adv_epochs=[[1, None]])
+
+    repo = clone(data_repo, tmp_path, edit)
+    train(repo, "msec")
+    log = read_csv(repo / "models" / "msec" / "train_log.csv")
+    assert [float(r["lr"]) for r in log] == pytest.approx([1e-3, 5e-4, 1e-3, 5e-4])
+    assert [float(r["d_lr"]) for r in log] == pytest.approx([1e-4, 5e-5, 1e-4, 5e-5])
+    assert float(log[0]["loss_adv"]) == 0 and all(float(r["loss_adv"]) > 0 for r in log[1:])
+    assert state(repo, "msec")["metadata"]["best_epoch"] == 4
+    rows = read_csv(repo / "data" / "splits" / "train.csv")
+    for size in (32, 48):
+        bank = patch_bank([{k: repo / v if k in ("input", "reference") else v for k, v in r.items()} for r in rows],
+                          size, 0, True)
+        assert len(bank) >= len(rows)  # every image gave patches (10+ per image at 32 px)
+        by_scene = {}
+        for r, y, x in bank:
+            by_scene.setdefault(rows[r]["scene"], {}).setdefault(r, []).append((y, x))
+        for corners in by_scene.values():  # every exposure of a scene: the same corners
+            assert len({tuple(c) for c in corners.values()}) == 1
+
+
 def test_same_params_give_identical_weights(data_repo, tmp_path):
     a, b = clone(data_repo, tmp_path / "a"), clone(data_repo, tmp_path / "b")
     train(a)

@@ -104,7 +104,9 @@ def run(params: dict, method: str) -> None:
     corrector = inference.load_method(method, device)
     if method in params["train"]["models"] and corrector.kind != "model":
         raise EvaluateError(f"--method {method}: listed in train.models but not loadable as a model")
-    noref = NoReference(cfg["noref"])
+    noref = NoReference(cfg["noref"], device)
+    for name, why in noref.status().items():  # one line per score: computed, or the reason it is not
+        log.info("evaluate %s: %s: %s", method, name, why)
     histogram = HistogramSimilarity()
     examples = {(r["scene"], r["ev"]) for r in example_rows(rows, cfg["n_examples"])}
     files = outputs(method)
@@ -114,6 +116,8 @@ def run(params: dict, method: str) -> None:
         for row in tqdm(rows, desc=f"evaluate {method}", unit="image", disable=None):
             image = read_rgb(row["input"])
             ctx = {"ev": float(row["ev"]), "render": params["render"]}
+            if row.get("tau"):  # render.tau a range: the scene's own draw
+                ctx["tau"] = float(row["tau"])
             if row.get("stack") and corrector.kind == "baseline":  # exposure stacks: the scene's registered bracket
                 ctx["stack"] = stacks.read_stack(row["stack"])
             t0 = time.perf_counter()
@@ -135,8 +139,8 @@ def run(params: dict, method: str) -> None:
                     record[f"ssim_y:{column}"] = ssim(output, reference, y_channel=True)
                 if column == headline:
                     histogram.add(output, reference)
-            # No-reference scores go through BLAS/libsvm, whose last bits vary run to run: 6 decimals.
-            record.update({k: round(v, 6) if isinstance(v, float) else v for k, v in noref.score(output).items()})
+            record.update(_round6(noref.score(output)))
+            noref.add(output)
             record["_output"] = output
             per_image.append(record)
             if (row["scene"], row["ev"]) in examples:
@@ -159,6 +163,8 @@ def run(params: dict, method: str) -> None:
     }
     summary["overall"].update(histogram.result())
     summary["overall"].update(_noref_means(per_image, noref))
+    summary["overall"].update(_round6(noref.result()))  # set-level (Inception Score): no per-image column
+    summary["noref"] = noref.status()
     summary["examples"] = [_example(r, headline) for r in kept]
     summary["worst"] = _example(worst, headline)
 
@@ -177,9 +183,14 @@ def _example(record: dict, headline: str) -> dict:
             "reference": record["reference"], "psnr": record[f"psnr:{headline}"]}
 
 
+def _round6(scores: dict) -> dict:
+    # No-reference scores go through BLAS/libsvm/conv kernels, whose last bits vary run to run: 6 decimals.
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in scores.items()}
+
+
 def _noref_means(per_image: list[dict], noref: NoReference) -> dict:
     out = {}
-    for name in noref.all_names:
+    for name in noref.per_image_names:
         values = [r[name] for r in per_image if isinstance(r.get(name), (int, float)) and math.isfinite(r[name])]
         out[name] = _mean(values) if values else "not computed"
     return out

@@ -10,12 +10,14 @@ the README, "Correct your own photos"):
 
 * ``guided``: the method runs on a copy downscaled (area) to ``GUIDED_SIDE`` px on the long side
   and the result is brought to full size by bilateral guided upsampling
-  (`expocorr.guided_upsampling`, Chen et al. 2016) — MSEC, as in its paper (512 px), and the
+  (`expocorr.guided_upsampling`, Chen et al. 2016) — MSEC as its official demo runs it (`run_msec`:
+  512 px, the pyramid scaled by the model's ``band_scale``, the upsampling fitted at 200×200), and the
   autoencoders and the GAN, where it scored better than tiling (README, "Correct your own photos").
 * ``direct``: fully convolutional, run at full resolution — Zero-DCE. To bound memory it runs in
   tiles whose halo covers the network's receptive field, which gives the full-image result exactly.
-  Zero-DCE++ estimates its curves on the image downscaled by ``zerodce_pp_scale`` (12 from 1200 px
-  on the long side, as its paper does) and applies them at full resolution, in row bands.
+  Zero-DCE++ estimates its curves on the image downscaled by its ``inference_scale`` (the official
+  test script's 12 for every image, or ``auto``: `zerodce_pp_scale`), upscales them as the official
+  code does and applies them at full resolution, in row bands.
 * ``tiled``: overlapping ``TILE``-px tiles, blended with linear ramps over the overlap (the default
   for a model not in ``STRATEGIES``; the autoencoders and the GAN scored better guided).
 
@@ -27,17 +29,18 @@ so that a 24-megapixel photo stays within 3 GB.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from expocorr import models
 from expocorr.errors import UserError
 from expocorr.guided_upsampling import guided_upsample
+from expocorr.models import zerodce_pp
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,8 @@ MODELS_DIR = Path("models")
 
 DIRECT_MAX_SIDE = 512  # up to this long side (px) every method runs on the image as it is
 GUIDED_SIDE = 512  # `guided`: the model runs at this long side (MSEC's paper: 512)
+MSEC_FIT_SIDE = 200  # MSEC's demo_single_image.m: BGU fitted on 200×200 copies of its 512-px input and output
+MSEC_GRID = (22, 22, 8)  # MSEC's bgu/getDefaultAffineGridSize.m: grid nodes (rows, columns, luma)
 TILE = 512  # `tiled`: tile side (px), and the tile core of Zero-DCE's exact `direct` tiling
 TILE_OVERLAP = 64  # `tiled`: overlap of neighbouring tiles, blended with linear ramps
 # By model name, for images larger than DIRECT_MAX_SIDE (README "Correct your own photos" has the
@@ -64,7 +69,7 @@ DEFAULT_STRATEGY = "tiled"  # a model registered later and not compared yet: til
 # Receptive-field radius (px) of the fully convolutional models: a tile halo this wide makes tiled
 # inference exact (Zero-DCE: seven 3×3 convolutions).
 RECEPTIVE_RADIUS = {"zerodce": 7}
-ZERODCE_PP_MAX_SCALE = 12  # Zero-DCE++ paper: curves estimated at 1/12 for 1200×900 photos
+ZERODCE_PP_MAX_SCALE = 12  # Zero-DCE++ official test script (lowlight_test.py): curves estimated at 1/12
 
 BASELINE_DIRECT_MEGAPIXELS = 4.0
 GUIDED_BASELINES = {"ev_auto", "mertens", "inverse_synthesis"}  # float64 full-resolution copies: >3 GB at 24 MP
@@ -97,14 +102,21 @@ def pick_device(requested: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def subnormal_mask(t: torch.Tensor) -> torch.Tensor:
+    """Where the IEEE float tensor `t` holds subnormal values, read from the bits: float comparisons see
+    them as 0 once `torch.set_flush_denormal(True)` (set by `load_model`) is on."""
+    info = torch.finfo(t.dtype)
+    magnitude = t.view({16: torch.int16, 32: torch.int32, 64: torch.int64}[info.bits]) & ((1 << (info.bits - 1)) - 1)
+    return (magnitude > 0) & (magnitude < (1 << round(-math.log2(info.eps))))  # exponent bits all 0
+
+
 def flush_denormals(module: nn.Module) -> int:
     """Zero every subnormal float in `module`'s parameters and buffers; return how many there were."""
     count = 0
     with torch.no_grad():
         for t in list(module.parameters()) + list(module.buffers()):
             if t.is_floating_point():
-                tiny = torch.finfo(t.dtype).tiny
-                mask = (t != 0) & (t.abs() < tiny)
+                mask = subnormal_mask(t)
                 count += int(mask.sum())
                 t[mask] = 0
     return count
@@ -155,9 +167,11 @@ def strategy_for(name: str | None, height: int, width: int) -> str:
     return STRATEGIES.get(name, DEFAULT_STRATEGY)
 
 
-def zerodce_pp_scale(height: int, width: int) -> int:
-    """Zero-DCE++'s curve-estimation downscale for an image: 1 up to DIRECT_MAX_SIDE, then the long side
-    over 100 (the paper's 12 for 1200×900), at most 12."""
+def zerodce_pp_scale(height: int, width: int, inference_scale: float | str = "auto") -> float:
+    """Zero-DCE++'s curve-estimation downscale for an image: `inference_scale` when it is a number (the
+    official 12), else (``auto``) 1 up to DIRECT_MAX_SIDE, then the long side over 100, at most 12."""
+    if inference_scale != "auto":
+        return inference_scale
     side = max(height, width)
     if side <= DIRECT_MAX_SIDE:
         return 1
@@ -235,26 +249,23 @@ def run_halo_tiled(model: nn.Module, rgb: np.ndarray, device: torch.device, radi
 
 
 @torch.no_grad()
-def run_zerodce_pp(model: nn.Module, rgb: np.ndarray, device: torch.device, scale: int,
+def run_zerodce_pp(model: nn.Module, rgb: np.ndarray, device: torch.device, scale: float,
                    band_rows: int = 256) -> np.ndarray:
-    """Zero-DCE++ as its paper runs large photos: curves estimated on the image downscaled by `scale`
-    (bilinear, as the official code), upscaled (bilinear) and applied at full resolution in row bands."""
+    """Zero-DCE++ as its official test script runs photos: curves estimated on the image downscaled by
+    `scale`, upscaled back as the model does (`zerodce_pp.downscale` / `upscale_curves`: the official
+    resampling) and applied at full resolution in row bands; on the CPU the model's forward at
+    scale_factor `scale`, exactly."""
     h, w = rgb.shape[:2]
-    size = (max(1, int(h / scale)), max(1, int(w / scale)))
     x = torch.from_numpy(rgb.astype(np.float32, copy=False)).permute(2, 0, 1).unsqueeze(0)
-    small = F.interpolate(x, size=size, mode="bilinear", align_corners=False).to(device)
-    keep, model.scale_factor = model.scale_factor, 1
-    try:
-        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=device.type == "cuda"):
-            a_low = model.curves(small)
-    finally:
-        model.scale_factor = keep
-    a_low = np.ascontiguousarray(a_low.float()[0].permute(1, 2, 0).cpu().numpy())
-    curves = cv2.resize(a_low, (w, h), interpolation=cv2.INTER_LINEAR)  # half-pixel centres, as F.interpolate
+    small = zerodce_pp.downscale(x, scale).to(device)
+    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=device.type == "cuda"):
+        a_low = model.dce(small)
+    a = zerodce_pp.upscale_curves(a_low.float().cpu(), (h, w), scale, model.align_corners)
+    curves = a[0].permute(1, 2, 0).numpy()  # H×W×3 view of the full-size map
     out = np.empty((h, w, 3), dtype=np.float32)
     for r0 in range(0, h, band_rows):
         band = rgb[r0:r0 + band_rows].astype(np.float32)
-        a = curves[r0:r0 + band_rows]
+        a = np.ascontiguousarray(curves[r0:r0 + band_rows])
         for _ in range(model.iterations):
             band += a * (band * band - band)
         out[r0:r0 + band_rows] = np.clip(band, 0.0, 1.0)
@@ -269,24 +280,43 @@ def run_guided(fn, rgb: np.ndarray, side: int) -> np.ndarray:
     return guided_upsample(rgb, small, fn(small))
 
 
+def run_msec(model: nn.Module, rgb: np.ndarray, device: torch.device) -> np.ndarray:
+    """MSEC as its official demo (demo_single_image.m) runs a photo above 512 px: the network on a copy
+    of GUIDED_SIDE px on the long side, its input pyramid scaled by the model's ``band_scale``, then
+    bilateral guided upsampling fitted on MSEC_FIT_SIDE² copies of that input and output (MSEC_GRID
+    nodes) and applied to the full-resolution photo. The demo pads the copy to a 512² square and
+    resizes bicubically; here the model pads itself and the resizes average areas."""
+    h, w = rgb.shape[:2]
+    scale = GUIDED_SIDE / max(h, w)
+    small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    out = _forward(lambda x: model(x, scale_bands=max(h, w) > GUIDED_SIDE), small, device)
+    fit = (MSEC_FIT_SIDE, MSEC_FIT_SIDE)
+    low_in, low_out = (cv2.resize(im, fit, interpolation=cv2.INTER_AREA) for im in (small, out))
+    return guided_upsample(rgb, low_in, low_out, cell=MSEC_FIT_SIDE / (MSEC_GRID[1] - 1), bins=MSEC_GRID[2] - 1)
+
+
 def run_model(model: nn.Module, rgb: np.ndarray, device: torch.device, strategy: str | None = None) -> np.ndarray:
     """The model on one float RGB image (H×W×3 in [0, 1]) at full resolution; returns the same (float32).
 
     `strategy` (`direct`, `guided`, `tiled`) defaults to `strategy_for(model name, image size)`;
-    `direct` on a large image is exact tiling for Zero-DCE and the paper's downscaled curve estimation
-    for Zero-DCE++.
+    `direct` on a large image is exact tiling for Zero-DCE; Zero-DCE++ estimates its curves at its
+    `inference_scale` (`run_zerodce_pp`), at any size.
     """
     name = getattr(model, "name", None)
     h, w = rgb.shape[:2]
     strategy = strategy or strategy_for(name, h, w)
+    if strategy == "guided" and name == "msec":
+        return run_msec(model, rgb, device)
     if strategy == "guided":
         return run_guided(lambda small: _forward(model, small, device), rgb, GUIDED_SIDE)
     if strategy == "tiled":
         return run_tiled(model, rgb, device)
     if strategy != "direct":
         raise ValueError(f"unknown strategy {strategy!r} (direct | guided | tiled)")
-    if name == "zerodce_pp" and zerodce_pp_scale(h, w) > 1:
-        return run_zerodce_pp(model, rgb, device, zerodce_pp_scale(h, w))
+    if name == "zerodce_pp":
+        scale = zerodce_pp_scale(h, w, model.inference_scale)
+        if scale != 1 or model.scale_factor != 1:
+            return run_zerodce_pp(model, rgb, device, scale)
     if name in RECEPTIVE_RADIUS and max(h, w) > TILE:
         return run_halo_tiled(model, rgb, device, RECEPTIVE_RADIUS[name])
     return _forward(model, rgb, device)

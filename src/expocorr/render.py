@@ -2,7 +2,8 @@
 
 sRGB photos are re-exposed in linear light (decode the camera curve, scale by 2**EV, clip
 highlights, re-encode); raw files are developed by LibRaw at each EV with `exp_shift` (tau and
-noise applied the same way);
+noise applied the same way); `render.tau` is one threshold, or a range [lo, hi] from which each
+scene draws its own (``scene_tau``; the manifest then has a `tau` column);
 MSEC inputs and expert references are indexed as given (resized when `render.max_side` is set);
 exposure stacks are registered to their reference by `expocorr.render_stacks`.
 """
@@ -33,6 +34,7 @@ REGISTRATION = OUT / "registration.csv"  # exposure stacks: one row per register
 STACK_COLUMNS = ["stack", "exposure_time", "augment"]  # manifest columns of exposure-stack rows
 REFERENCE_COLUMNS = ["reference"] + [f"reference_expert_{e}" for e in download.MSEC_EXPERTS]
 LIBRAW_EXP_SHIFT = (0.25, 8.0)  # the range LibRaw accepts for exp_shift (-2 .. +3 EV)
+TAU_STREAM = zlib.crc32(b"tau")  # RNG key of a scene's tau draw (noise streams use the EV index here)
 
 
 def srgb_to_linear(x: np.ndarray) -> np.ndarray:
@@ -73,13 +75,33 @@ def add_noise(linear: np.ndarray, shot: float, read: float, rng: np.random.Gener
     return np.clip(linear + std * rng.standard_normal(linear.shape), 0.0, 1.0)
 
 
+def tau_range(tau: float | list[float]) -> tuple[float, float]:
+    """`render.tau` as (lo, hi): a number t is (t, t)."""
+    if isinstance(tau, (int, float)):
+        return float(tau), float(tau)
+    lo, hi = (float(t) for t in tau)
+    if lo > hi:
+        raise RenderError(f"render.tau: {list(tau)} is not a range [lo, hi] with lo <= hi")
+    return lo, hi
+
+
+def scene_tau(r: dict, scene: str) -> float:
+    """The clipping threshold of a scene: `render.tau` itself, or for a range [lo, hi] a uniform draw
+    seeded by render.seed and the scene name (the same for every EV of the scene)."""
+    if isinstance(r["tau"], (int, float)):
+        return r["tau"]
+    lo, hi = tau_range(r["tau"])
+    return float(np.random.default_rng([r["seed"], zlib.crc32(scene.encode()), TAU_STREAM]).uniform(lo, hi))
+
+
 def render_evs(rgb: np.ndarray, scene: str, r: dict) -> dict[float, np.ndarray]:
     """Exposure-error renders of one sRGB photo (float RGB in [0, 1]) at every EV of `r` = params['render']."""
     linear = decode_curve(rgb.astype(np.float64), r["curve"], r["gamma"])
+    tau = scene_tau(r, scene)
     out = {}
     for i, ev in enumerate(r["evs"]):
         rng = np.random.default_rng([r["seed"], zlib.crc32(scene.encode()), i])
-        x = add_noise(expose(linear, ev, r["tau"]), r["noise"]["shot"], r["noise"]["read"], rng)
+        x = add_noise(expose(linear, ev, tau), r["noise"]["shot"], r["noise"]["read"], rng)
         out[ev] = encode_curve(x, r["curve"], r["gamma"])
     return out
 
@@ -121,6 +143,15 @@ def _render_srgb(row: dict, folder: Path, r: dict) -> list[dict]:
     for ev, image in render_evs(reference, row["scene"], r).items():
         write_rgb(folder / f"{ev_name(ev)}.png", image)
         rows.append({"ev": ev, "input": folder / f"{ev_name(ev)}.png", "reference": folder / "reference.png"})
+    return _with_tau(rows, row["scene"], r)
+
+
+def _with_tau(rows: list[dict], scene: str, r: dict) -> list[dict]:
+    """With a tau range, each row records its scene's draw (what the oracle baseline must invert)."""
+    if not isinstance(r["tau"], (int, float)):
+        tau = scene_tau(r, scene)
+        for row in rows:
+            row["tau"] = tau
     return rows
 
 
@@ -142,7 +173,7 @@ def _check_raw_evs(evs: list[float], tau: float = 1.0) -> None:
 
 
 def _render_raw(row: dict, folder: Path, r: dict) -> list[dict]:
-    developed = develop_raw(Path(row["path"]), r["evs"], r["raw"]["half_size"], r["tau"])
+    developed = develop_raw(Path(row["path"]), r["evs"], r["raw"]["half_size"], scene_tau(r, row["scene"]))
     renders = {ev: resize_max_side(image, r["max_side"]) for ev, image in developed.items()}
     write_rgb(folder / "reference.png", renders[0.0])
     rows = []
@@ -154,7 +185,7 @@ def _render_raw(row: dict, folder: Path, r: dict) -> list[dict]:
             image = linear_to_srgb(linear)
         write_rgb(folder / f"{ev_name(ev)}.png", image)
         rows.append({"ev": ev, "input": folder / f"{ev_name(ev)}.png", "reference": folder / "reference.png"})
-    return rows
+    return _with_tau(rows, row["scene"], r)
 
 
 def _render_msec(row: dict, folder: Path, r: dict) -> list[dict]:
@@ -185,8 +216,9 @@ def run(params: dict) -> None:
     """Render every photo of data/downloads/index.csv at every EV into data/rendered/."""
     r = dict(params["render"], evs=[float(ev) + 0.0 for ev in params["render"]["evs"]])  # -0.0 -> 0.0
     index = read_csv(download.INDEX)
+    lowest_tau = tau_range(r["tau"])[0]  # checks a range before any work, whatever the source
     if any(row["kind"] == "raw" for row in index):
-        _check_raw_evs(r["evs"], r["tau"])
+        _check_raw_evs(r["evs"], lowest_tau)
     rows: list[dict] = []
     failed = 0
     done: set[str] = set()
@@ -216,7 +248,8 @@ def run(params: dict) -> None:
                 rows.append({k: IMAGES / v.relative_to(tmp) if isinstance(v, Path) else v for k, v in out.items()})
         if not rows:
             raise ImageError(f"{download.INDEX}: none of its {len(index)} photos could be rendered")
-    columns = ["scene", "ev", "input"] + [c for c in REFERENCE_COLUMNS if any(c in row for row in rows)]
+    columns = ["scene", "ev"] + (["tau"] if any("tau" in row for row in rows) else []) + ["input"]
+    columns += [c for c in REFERENCE_COLUMNS if any(c in row for row in rows)]
     columns += ["source"] + (["split"] if any("split" in row for row in rows) else [])
     columns += [c for c in STACK_COLUMNS if any(c in row for row in rows)]
     write_csv(MANIFEST, rows, columns)

@@ -4,7 +4,9 @@
 * ``resize``: the whole image resized (area) to ``size``×``size``, as Zero-DCE's and ExpoNet's
   training scripts feed whole images; no flip.
 * ``patches``: MSEC's pre-extracted training patches (`msec_patches`): a fixed bank of patches per
-  stage size, built once from every training pair, visited in a new random order every epoch.
+  stage size, built once from every training pair (the same corners for every exposure of a scene,
+  as the official script cuts them), visited in a new random order every epoch, each patch flipped
+  horizontally with probability ½ (the official ``augmentBatch.m`` flips whole mini-batches).
 
 Every item is reproducible from (seed, epoch, index), so batches do not depend on worker
 processes, ranks or where an interrupted run stopped.
@@ -12,6 +14,7 @@ processes, ranks or where an interrupted run stopped.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import cv2
@@ -96,6 +99,8 @@ class TrainingSet(Dataset):
         if self.mode == "patches":
             r, y, x = self.bank[self.order[i % len(self.bank)]]
             crops = [im[y : y + size, x : x + size] for im in _pad_to(self._images(self.rows[r]), size)]
+            if np.random.default_rng([self.seed, self.epoch, i]).integers(0, 2):
+                crops = [c[:, ::-1] for c in crops]
         elif self.mode == "resize":
             crops = [cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA)
                      for im in self._images(self.rows[i % len(self.rows)])]
@@ -114,13 +119,65 @@ class TrainingSet(Dataset):
 
 
 def patch_bank(rows: list[dict], size: int, seed: int, paired: bool) -> list[tuple[int, int, int]]:
-    """(row, y, x) of every MSEC training patch of `size` px kept from the rows (deterministic per seed)."""
+    """(row, y, x) of every MSEC training patch of `size` px kept from the rows (deterministic per seed;
+    one generator state per scene, so all its exposures get the same corners)."""
     bank = []
     for r, row in enumerate(rows):
         images = _pad_to([read_rgb(row["input"])] + ([read_rgb(row["reference"])] if paired else []), size)
-        rng = np.random.default_rng([seed, size, r])
+        rng = np.random.default_rng([seed, size, zlib.crc32(row["scene"].encode())])
         bank += [(r, y, x) for y, x in msec_patches(images[0], images[-1], size, rng)]
     if not bank:
         raise ValueError(f"sampling patches: no {size}-px patch of the {len(rows)} training images passed "
                          "the patch filter")
     return bank
+
+
+# MSEC's patch extraction: mahmoudnafifi/Exposure_Correction, src/patches_extraction.m (counts) and
+# src/randPatchExtraction.m (draws and filters), run once per patch size before training.
+MSEC_PATCHES_BASE = 2**10  # patches_extraction.m: 2^(10 - i) training patches per image of 2^i-px patches
+MSEC_EXTRA_PATCHES = 2  # randPatchExtraction.m stops when count == Pnum_per_img + 2
+MSEC_MAX_REJECTIONS = 200  # randPatchExtraction.m gives up after 200 rejected draws
+MSEC_MIN_RGB_SUM = 0.02  # rejected: sum(patch) / (P·P) < 0.02, i.e. the mean R + G + B of a pixel
+MSEC_MAX_MEAN = 0.98  # rejected: sum(patch) / (P·P·3) > 0.98
+MSEC_MIN_GRADIENT = 0.06  # rejected: mean(imgradient(rgb2gray(patch))) < 0.06
+MSEC_GRAY = (0.298936021293775, 0.587043074451121, 0.114020904255103)  # MATLAB's rgb2gray weights
+
+
+def msec_mean_gradient(patch: np.ndarray) -> float:
+    """MATLAB's mean(imgradient(rgb2gray(patch))): the Sobel magnitude (unnormalised 3×3 kernels,
+    replicated border) of the grey patch, averaged."""
+    gray = patch.astype(np.float64) @ np.array(MSEC_GRAY)
+    gx = cv2.Sobel(gray, cv2.CV_64F, 1, 0, ksize=3, borderType=cv2.BORDER_REPLICATE)
+    gy = cv2.Sobel(gray, cv2.CV_64F, 0, 1, ksize=3, borderType=cv2.BORDER_REPLICATE)
+    return float(np.hypot(gx, gy).mean())
+
+
+def msec_patches(inp: np.ndarray, ref: np.ndarray, size: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Top-left corners (y, x) of the `size`-px patches MSEC's randPatchExtraction.m keeps for one pair.
+
+    Corners are drawn uniformly (0 <= y < H − size, 0 <= x < W − size, as MATLAB's randi(H − size))
+    until MSEC_PATCHES_BASE // size + MSEC_EXTRA_PATCHES are kept (10 / 6 / 4 at 128 / 256 / 512 px)
+    or MSEC_MAX_REJECTIONS were rejected. A patch of the reference is rejected when too dark
+    (MSEC_MIN_RGB_SUM), too bright (MSEC_MAX_MEAN) or too flat (MSEC_MIN_GRADIENT). An image not
+    larger than `size` in both directions gives none. The filter reads `ref` alone, so all exposures of
+    a scene get the same corners from the same `rng` state, as the official script cuts one set of
+    corners from every exposure of the scene. Images: float H×W×3 in [0, 1].
+    """
+    if ref.ndim != 3 or ref.shape[2] != 3 or inp.shape != ref.shape:
+        raise ValueError(f"msec_patches: expected two H×W×3 images of one shape, got {inp.shape} and {ref.shape}")
+    h, w = ref.shape[:2]
+    if h <= size or w <= size:
+        return []
+    wanted = MSEC_PATCHES_BASE // size + MSEC_EXTRA_PATCHES
+    kept: list[tuple[int, int]] = []
+    rejected = 0
+    while len(kept) < wanted and rejected < MSEC_MAX_REJECTIONS:
+        y, x = int(rng.integers(0, h - size)), int(rng.integers(0, w - size))
+        patch = ref[y : y + size, x : x + size]
+        total = float(patch.sum(dtype=np.float64))
+        if (total / size**2 < MSEC_MIN_RGB_SUM or total / (3 * size**2) > MSEC_MAX_MEAN
+                or msec_mean_gradient(patch) < MSEC_MIN_GRADIENT):
+            rejected += 1
+        else:
+            kept.append((y, x))
+    return kept

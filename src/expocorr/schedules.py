@@ -3,7 +3,8 @@
 * ``none``: the base LR throughout.
 * ``step``: multiplied by ``gamma`` every ``every`` epochs; ``every`` may be a list, one value per
   patch-curriculum stage, and with ``restart`` the count (and the LR) starts again at each stage —
-  MSEC's ``main_training.m`` halves the LR every 20 / 10 / 5 epochs of its 128 / 256 / 512-px stages.
+  MSEC's ``main_training.m`` halves the LR every 20 / 10 / 5 epochs of its 128 / 256 / 512-px stages,
+  each stage a new ``trainNetwork`` call (the trainer then also clears the optimisers' moments).
 * ``linear``: pix2pix's ``linear`` policy (``networks.get_scheduler``): the base LR for ``constant``
   epochs, then linearly towards 0 over ``decay`` epochs: factor 1 − max(0, epoch + 1 − constant) / (decay + 1).
 * ``cosine``: from the base LR at epoch 0 to ``min_lr`` at the last epoch (half a cosine period).

@@ -313,11 +313,16 @@ def _train(params: dict, name: str, proc: Dist) -> None:
         stage = stage_at(stages, epoch)
         if loaded != stage:
             (loader, sampler, steps), loaded = loader_for(stage), stage
+        if epoch == stage.start and stage.index and cfg["schedule"].get("restart"):
+            for optimizer in (opt_g, opt_d):  # a new stage starts afresh, as MSEC's separate trainNetwork calls
+                if optimizer is not None:
+                    optimizer.state.clear()
         dataset.set_epoch(epoch)
         sampler.set_epoch(epoch)
         lr = schedules.lr_at(cfg["schedule"], cfg["lr"], epoch, epochs, stages)
         _set_lr(opt_g, lr)
-        _set_lr(opt_d, schedules.lr_at(cfg["schedule"], d_base_lr, epoch, epochs, stages))
+        d_lr = schedules.lr_at(cfg["schedule"], d_base_lr, epoch, epochs, stages)
+        _set_lr(opt_d, d_lr)
         net.train()
         sums: dict[str, float] = {}
         bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{epochs}", unit="batch", disable=None if proc.main else True)
@@ -350,7 +355,8 @@ def _train(params: dict, name: str, proc: Dist) -> None:
             scaler.update()
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": sums.pop("total") / steps}
+        row = {"epoch": epoch + 1, "lr": lr, **({"d_lr": d_lr} if opt_d is not None else {}),
+               "train_loss": sums.pop("total") / steps}
         row.update({f"loss_{k}": v / steps for k, v in sorted(sums.items())})
         stop = 0.0
         if proc.main:

@@ -1,6 +1,7 @@
 # Evaluate stage: one rule per method, `evaluate_<method>`: the models of train.models (each depends
 # on its own model file, so retraining one model re-evaluates only that model) and the baselines of
-# evaluate.baselines (which also read render.* : the oracle inverts the synthesis).
+# evaluate.baselines (which also read render.* : the oracle inverts the synthesis). Every one reads the
+# metrics code and the downloaded network weights (the Inception Score's, when evaluate.noref names them).
 
 for _method, _depends, _params in [(m, f"models/{m}/model.pt", ["evaluate"]) for m in MODELS] + [
     (b, "src/expocorr/baselines", ["evaluate", "render"]) for b in BASELINES
@@ -13,6 +14,8 @@ for _method, _depends, _params in [(m, f"models/{m}/model.pt", ["evaluate"]) for
             "data/splits/test.csv",
             "data/rendered/images",
             "src/expocorr/evaluate.py",
+            "src/expocorr/metrics",
+            "data/downloads/weights",
             _depends,
         output:
             json=f"metrics/{_method}.json",

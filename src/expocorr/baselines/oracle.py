@@ -14,7 +14,8 @@ from expocorr.render import decode_curve, encode_curve
 
 @register("inverse_synthesis", oracle=True)
 def inverse_synthesis(rgb: np.ndarray, ctx: dict) -> np.ndarray:
-    """Invert ``render.expose`` with the known ``ctx["ev"]`` and ``ctx["render"]["tau"]``: decode the
+    """Invert ``render.expose`` with the known ``ctx["ev"]`` and tau (``ctx["tau"]``, the scene's draw from a
+    ``render.tau`` range, else ``ctx["render"]["tau"]``): decode the
     camera curve, multiply by tau when ev > 0 and tau < 1 (undoing the rescale after clipping at tau),
     divide by 2**ev, clip to [0, 1], re-encode. Highlights clipped by the synthesis stay clipped, and
     noise and 8-bit quantisation are amplified with the shadows (by design: that is what the oracle shows)."""
@@ -24,7 +25,10 @@ def inverse_synthesis(rgb: np.ndarray, ctx: dict) -> np.ndarray:
                          "and this input has none")
     curve, gamma = camera_curve(ctx)
     ev = float(ev)
-    tau = float(ctx["render"].get("tau", 1.0))
+    tau = ctx.get("tau", ctx["render"].get("tau", 1.0))
+    if not isinstance(tau, (int, float)):
+        raise BaselineError(f"inverse_synthesis: render.tau is a range {tau}, and this input's row has no "
+                            "tau of its own (the render stage's manifest records each scene's draw)")
     linear = decode_curve(rgb.astype(np.float64), curve, gamma)
     if ev > 0 and tau < 1:
         linear = linear * tau
