@@ -392,7 +392,7 @@ def _train(params: dict, name: str, proc: Dist) -> None:
 
 def _finish(name: str, params: dict, model: nn.Module, best: dict, history: list[dict], run_id: str,
             device: torch.device) -> None:
-    """Write model.pt (best epoch), train_log.csv and mlflow_run.json; log the model to MLflow."""
+    """Write model.pt (the epoch `select` kept), train_log.csv and mlflow_run.json; log the model to MLflow."""
     common, cfg = params["train"]["common"], params["train"][name]
     files = outputs(name)
     model.load_state_dict(best["state"])
