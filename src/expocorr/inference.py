@@ -272,11 +272,16 @@ def run_zerodce_pp(model: nn.Module, rgb: np.ndarray, device: torch.device, scal
     return out
 
 
-def run_guided(fn, rgb: np.ndarray, side: int) -> np.ndarray:
-    """`fn` (float RGB -> float RGB) on `rgb` downscaled to `side` px, guided-upsampled to full size."""
+def _downscaled(rgb: np.ndarray, side: int) -> np.ndarray:
+    """`rgb` resized (area) to `side` px on the long side."""
     h, w = rgb.shape[:2]
     scale = side / max(h, w)
-    small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def run_guided(fn, rgb: np.ndarray, side: int) -> np.ndarray:
+    """`fn` (float RGB -> float RGB) on `rgb` downscaled to `side` px, guided-upsampled to full size."""
+    small = _downscaled(rgb, side)
     return guided_upsample(rgb, small, fn(small))
 
 
@@ -286,10 +291,8 @@ def run_msec(model: nn.Module, rgb: np.ndarray, device: torch.device) -> np.ndar
     bilateral guided upsampling fitted on MSEC_FIT_SIDE² copies of that input and output (MSEC_GRID
     nodes) and applied to the full-resolution photo. The demo pads the copy to a 512² square and
     resizes bicubically; here the model pads itself and the resizes average areas."""
-    h, w = rgb.shape[:2]
-    scale = GUIDED_SIDE / max(h, w)
-    small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    out = _forward(lambda x: model(x, scale_bands=max(h, w) > GUIDED_SIDE), small, device)
+    small = _downscaled(rgb, GUIDED_SIDE)
+    out = _forward(lambda x: model(x, scale_bands=max(rgb.shape[:2]) > GUIDED_SIDE), small, device)
     fit = (MSEC_FIT_SIDE, MSEC_FIT_SIDE)
     low_in, low_out = (cv2.resize(im, fit, interpolation=cv2.INTER_AREA) for im in (small, out))
     return guided_upsample(rgb, low_in, low_out, cell=MSEC_FIT_SIDE / (MSEC_GRID[1] - 1), bins=MSEC_GRID[2] - 1)

@@ -59,6 +59,11 @@ def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
 
 
+def _read(row: dict, paired: bool) -> list[np.ndarray]:
+    """A row's input, and its reference for a paired model."""
+    return [read_rgb(row["input"])] + ([read_rgb(row["reference"])] if paired else [])
+
+
 def _pad_to(images: list[np.ndarray], size: int) -> list[np.ndarray]:
     """Mirror-pad images smaller than `size` on either side."""
     h, w = images[0].shape[:2]
@@ -71,17 +76,19 @@ def _pad_to(images: list[np.ndarray], size: int) -> list[np.ndarray]:
 class TrainingSet(Dataset):
     """`samples` items per epoch from the split's rows, fed the way `mode` says (see the module doc)."""
 
-    def __init__(self, rows: list[dict], mode: str, samples: int, seed: int, paired: bool) -> None:
+    def __init__(self, rows: list[dict], mode: str, seed: int, paired: bool) -> None:
         if mode not in SAMPLINGS:
             raise ValueError(f"sampling {mode!r}: expected one of {', '.join(SAMPLINGS)}")
-        self.rows, self.mode, self.samples, self.seed, self.paired = rows, mode, samples, seed, paired
-        self.size, self.epoch, self.bank = 0, 0, []
+        self.rows, self.mode, self.seed, self.paired = rows, mode, seed, paired
+        self.size, self.samples, self.epoch, self.bank = 0, 0, 0, []
 
-    def set_stage(self, size: int, samples: int) -> None:
-        """Feed `size`-px items, `samples` per epoch (building the patch bank for a new size)."""
+    def set_stage(self, size: int) -> int:
+        """Feed `size`-px items (building the patch bank for a new size); returns how many distinct items
+        one pass holds (patches in the bank, else rows)."""
         if self.mode == "patches" and size != self.size:
             self.bank = patch_bank(self.rows, size, self.seed, self.paired)
-        self.size, self.samples = size, samples
+        self.size = size
+        return len(self.bank) if self.mode == "patches" else len(self.rows)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -91,22 +98,19 @@ class TrainingSet(Dataset):
     def __len__(self) -> int:
         return self.samples
 
-    def _images(self, row: dict) -> list[np.ndarray]:
-        return [read_rgb(row["input"])] + ([read_rgb(row["reference"])] if self.paired else [])
-
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         size = self.size
         if self.mode == "patches":
             r, y, x = self.bank[self.order[i % len(self.bank)]]
-            crops = [im[y : y + size, x : x + size] for im in _pad_to(self._images(self.rows[r]), size)]
+            crops = [im[y : y + size, x : x + size] for im in _pad_to(_read(self.rows[r], self.paired), size)]
             if np.random.default_rng([self.seed, self.epoch, i]).integers(0, 2):
                 crops = [c[:, ::-1] for c in crops]
         elif self.mode == "resize":
             crops = [cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA)
-                     for im in self._images(self.rows[i % len(self.rows)])]
+                     for im in _read(self.rows[i % len(self.rows)], self.paired)]
         else:
             rng = np.random.default_rng([self.seed, self.epoch, i])
-            images = _pad_to(self._images(self.rows[i % len(self.rows)]), size)
+            images = _pad_to(_read(self.rows[i % len(self.rows)], self.paired), size)
             h, w = images[0].shape[:2]
             y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
             crops = [im[y : y + size, x : x + size] for im in images]
@@ -123,7 +127,7 @@ def patch_bank(rows: list[dict], size: int, seed: int, paired: bool) -> list[tup
     one generator state per scene, so all its exposures get the same corners)."""
     bank = []
     for r, row in enumerate(rows):
-        images = _pad_to([read_rgb(row["input"])] + ([read_rgb(row["reference"])] if paired else []), size)
+        images = _pad_to(_read(row, paired), size)
         rng = np.random.default_rng([seed, size, zlib.crc32(row["scene"].encode())])
         bank += [(r, y, x) for y, x in msec_patches(images[0], images[-1], size, rng)]
     if not bank:

@@ -256,7 +256,7 @@ def _train(params: dict, name: str, proc: Dist) -> None:
                              f"{max(1, stage.batch // proc.world)} image per process; {name} has batch "
                              "normalisation, which needs at least 2")
     try:
-        dataset = TrainingSet(train_rows, cfg["sampling"], 0, common["seed"], model.paired)
+        dataset = TrainingSet(train_rows, cfg["sampling"], common["seed"], model.paired)
     except ValueError as exc:
         raise TrainError(f"train.{name}.sampling: {exc}") from None
     workers = common["num_workers"] if common["num_workers"] is not None else (min(4, os.cpu_count() or 1) if device.type == "cuda" else 0)
@@ -265,12 +265,11 @@ def _train(params: dict, name: str, proc: Dist) -> None:
         """The stage's DataLoader (and sampler, and steps per epoch)."""
         per_rank = max(1, stage.batch // proc.world)
         try:
-            dataset.set_stage(stage.size, 1)
+            items = dataset.set_stage(stage.size)
         except ValueError as exc:
             raise TrainError(f"train.{name}: {exc}") from None
-        items = len(dataset.bank) if cfg["sampling"] == "patches" else len(train_rows)
         steps = common["steps_per_epoch"] or math.ceil(items / stage.batch)
-        dataset.set_stage(stage.size, steps * per_rank * proc.world)
+        dataset.samples = steps * per_rank * proc.world
         sampler = DistributedSampler(dataset, num_replicas=proc.world, rank=proc.rank, shuffle=True,
                                      seed=common["seed"])
         loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=workers,
