@@ -5,6 +5,7 @@ min_version("9.0")
 
 
 configfile: "params.yaml"
+report: "workflow/report/workflow.rst"  # the landing page of `snakemake --report`
 
 
 include: "workflow/rules/common.smk"

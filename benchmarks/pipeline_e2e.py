@@ -76,12 +76,9 @@ def test_psnr(repo: Path) -> dict:
 
 
 def outcomes(repo: Path) -> tuple[dict, dict]:
-    """Every metrics JSON and train log of a run, timing fields removed."""
-    metrics = {}
-    for path in sorted((repo / "metrics").glob("*.json")):
-        data = json.loads(path.read_text())
-        data.pop("seconds_per_megapixel", None)
-        metrics[path.name] = data
+    """Every metrics JSON (the scores; timings and dates are in metrics/details/) and train log of a run,
+    timing fields removed."""
+    metrics = {path.name: json.loads(path.read_text()) for path in sorted((repo / "metrics").glob("*.json"))}
     logs = {log.parent.name: [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(open(log))]
             for log in sorted((repo / "models").glob("*/train_log.csv"))}
     return metrics, logs

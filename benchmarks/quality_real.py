@@ -59,8 +59,9 @@ def main() -> None:
     models = params["train"]["models"]
     margins = {m: {b: round(psnr[m] - psnr[b], 3) for b in CLASSICAL if b in psnr} for m in models}
     print(json.dumps({"psnr": psnr, "margins": margins}, indent=2))
+    n_test_images = json.loads((repo / "metrics/details/identity.json").read_text())["n_images"]
     write_record(
-        OUT, "quality_real", photos=str(args.photos), n_test_images=metrics["identity"]["n_images"],
+        OUT, "quality_real", photos=str(args.photos), n_test_images=n_test_images,
         wall_seconds=round(seconds, 1), params_train_common=params["train"]["common"], leaderboard=board, psnr=psnr,
         ssim={m: s["overall"]["ssim"] for m, s in metrics.items()}, psnr_margin_over_classical=margins,
         beats_all_classical=[m for m in models if all(v > 0 for v in margins[m].values())])

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 import bracketed
 import workspace
@@ -189,13 +196,10 @@ def test_every_learned_paired_model_beats_the_identity(whole_dag):
 
 @pytest.mark.slow
 def test_both_engines_score_the_baselines_identically(whole_dag):
-    """Same data params, two fresh directories, one per engine: identical data and baseline metrics,
-    timings aside (identical training across runs: tests/test_train.py)."""
+    """Same data params, two fresh directories, one per engine: identical data and baseline metrics
+    (metrics/NAME.json; timings are in metrics/details/; identical training across runs: tests/test_train.py)."""
     runs = [_metrics(repo) for repo in whole_dag.values()]
     baselines = yaml.safe_load((whole_dag["dvc"] / "params.yaml").read_text())["evaluate"]["baselines"]
-    for summaries in runs:
-        for summary in summaries.values():
-            summary.pop("seconds_per_megapixel")
     assert {b: runs[0][b] for b in baselines} == {b: runs[1][b] for b in baselines}
     assert_same_data(whole_dag["snakemake"], whole_dag["dvc"])
 
@@ -206,7 +210,8 @@ def test_one_lr_change_reruns_its_model_only(whole_dag, engine):
     """Changing train.zerodce.lr makes exactly its training, its evaluation and the report out of
     date; a report.* change only the report."""
     repo = whole_dag[engine]
-    lr = yaml.safe_load((repo / "params.yaml").read_text())["train"]["zerodce"]["lr"]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    lr, dpi = params["train"]["zerodce"]["lr"], params["report"]["dpi"]
     workspace.edit_params(repo, _set("train.zerodce.lr", lr / 2))
     if engine == "snakemake":
         assert set(workspace.snakemake_plan(repo)) == {"train@zerodce", "evaluate_zerodce", "report", "all"}
@@ -218,6 +223,7 @@ def test_one_lr_change_reruns_its_model_only(whole_dag, engine):
         assert set(workspace.snakemake_plan(repo)) == {"report", "all"}
     else:
         assert workspace.dvc_planned(repo) == {"report"}
+    workspace.edit_params(repo, _set("report.dpi", dpi))  # the other tests of whole_dag see it finished
 
 
 def snakemake_name(dvc_stage: str) -> str:
@@ -281,3 +287,157 @@ def test_snakefile_refuses_config_overrides(tmp_path):
     proc = workspace.run(["snakemake", "-n", "--cores", "1", "--config", "foo=1"], repo, check=False)
     assert proc.returncode != 0
     assert "edit params.yaml" in proc.stdout + proc.stderr
+
+
+# --- moving between engines, `dvc exp run -S`, `dvc plots show`, `snakemake --report` -------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt install chromium)")
+# Vega's default category colours (tableau10): workflow/plots/lines.json colours one line per method.
+TABLEAU10 = ["4c78a8", "f58518", "e45756", "72b7b2", "54a24b", "eeca3b", "b279a2", "ff9da6", "9d755d", "bab0ac"]
+
+
+def _chromium(tmp_path: Path, page: Path, *args: str) -> subprocess.CompletedProcess:
+    """Headless Chromium on a local page, offline; pages may load scripts from file:// URLs."""
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--no-proxy-server",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+             "--allow-file-access-from-files", f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1400,1000",
+             "--virtual-time-budget=15000"]
+    proc = subprocess.run([str(CHROMIUM), *flags, *args, page.as_uri()], capture_output=True, text=True, timeout=180,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def _screenshot(tmp_path: Path, page: Path, name: str) -> np.ndarray:
+    shot = tmp_path / f"{name}.png"
+    _chromium(tmp_path, page, f"--screenshot={shot}")
+    print(f"screenshot: {shot}", file=sys.stderr)
+    with Image.open(shot) as image:
+        return np.asarray(image.convert("RGB"), dtype=int)
+
+
+def _colours_drawn(pixels: np.ndarray, palette: list[str], at_least: int = 300) -> set[str]:
+    """The colours of `palette` (hex) that cover at least `at_least` pixels: lines, not only legend marks."""
+    return {h for h in palette
+            if (np.abs(pixels - [int(h[i:i + 2], 16) for i in (0, 2, 4)]).max(axis=2) <= 8).sum() >= at_least}
+
+
+def _with_script(page: Path, out: Path, script: str) -> Path:
+    """A copy of `page` that runs `script` once it has loaded (to navigate a single-page app)."""
+    html = page.read_text(encoding="utf-8")
+    end = html.rindex("</body>")
+    out.write_text(f"{html[:end]}<script>setTimeout(function () {{ {script} }}, 300);</script>{html[end:]}",
+                   encoding="utf-8")
+    return out
+
+
+def _methods(repo: Path) -> tuple[list[str], list[str]]:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    return params["train"]["models"], params["train"]["models"] + params["evaluate"]["baselines"]
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_set_param_changes_only_its_line(tmp_path):
+    """`dvc exp run -S split.seed=7 split` rewrites params.yaml (ruamel.yaml, dvc/utils/hydra.py): params.yaml
+    is written in the layout DVC writes back, so only the line of split.seed changes, comments kept."""
+    repo = workspace.make(tmp_path)
+    before = (repo / "params.yaml").read_text().splitlines()
+    workspace.run(["dvc", "exp", "run", "-S", "split.seed=7", "split"], repo)
+    after = (repo / "params.yaml").read_text().splitlines()
+    assert len(after) == len(before)
+    assert [(a, b) for a, b in zip(before, after) if a != b] == [("  seed: 0", "  seed: 7")]
+    assert (repo / "data/splits/test.csv").stat().st_size > 0  # the experiment ran split
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["snakemake", "dvc"])
+def test_make_adopt_records_one_engines_outputs_for_the_other(whole_dag, engine):
+    """After a whole run by one engine, `make adopt` records its outputs for the other: Snakemake's in
+    dvc.lock (`dvc status` clean, nothing replanned) or DVC's in Snakemake's metadata, after which a param change
+    reruns only its stages. With an output stale for both engines (a param edited, not rerun) it refuses and
+    records nothing."""
+    repo = whole_dag[engine]
+    dpi = yaml.safe_load((repo / "params.yaml").read_text())["report"]["dpi"]
+    lock = repo / "dvc.lock"
+    before = lock.read_bytes() if lock.exists() else None
+    workspace.edit_params(repo, _set("report.dpi", dpi + 1))
+    refused = workspace.run(["make", "adopt"], repo, check=False)
+    assert refused.returncode != 0 and "make adopt: refused" in refused.stderr, refused.stdout + refused.stderr
+    assert (lock.read_bytes() if lock.exists() else None) == before
+    workspace.edit_params(repo, _set("report.dpi", dpi))
+
+    workspace.run(["make", "adopt"], repo)
+    plan = workspace.run(["snakemake", "-n", "--cores", "1"], repo)
+    assert "Nothing to be done" in plan.stdout and "missing provenance" not in plan.stdout + plan.stderr
+    workspace.edit_params(repo, _set("report.dpi", dpi + 1))
+    if engine == "snakemake":
+        assert workspace.dvc_outdated(repo) == {"report"}
+    else:
+        assert set(workspace.snakemake_plan(repo)) == {"report", "all"}
+    workspace.edit_params(repo, _set("report.dpi", dpi))
+    assert workspace.dvc_outdated(repo) == set()
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_dvc_plots_show_draws_a_line_per_method(whole_dag, tmp_path):
+    """`dvc plots show --json` has data for every plot dvc.yaml declares: the per-EV PSNR of every method and
+    the training curves of every model; the page `dvc plots show` writes draws them in headless Chromium, one
+    colour per method (Vega from Snakemake's bundled copies: the page loads it from a CDN, the tests are offline)."""
+    repo = whole_dag["snakemake"]  # its multi-epoch training logs draw curves; dvc plots reads the workspace
+    models, methods = _methods(repo)
+    declared = [next(iter(plot)) for plot in yaml.safe_load((repo / "dvc.yaml").read_text())["plots"]]
+    shown = json.loads(workspace.run(["dvc", "plots", "show", "--json"], repo).stdout)
+    assert not shown.get("errors") and set(shown["data"]) == set(declared)
+    values = {plot: shown["data"][plot][0]["content"]["data"]["values"] for plot in declared}
+    evs = yaml.safe_load((repo / "params.yaml").read_text())["render"]["evs"]
+    per_ev = values["reports/plots/psnr_per_ev.csv"]
+    assert sorted((v["method"], float(v["ev"])) for v in per_ev) == sorted((m, ev) for m in methods for ev in evs)
+    images = read_csv(repo / "metrics" / f"{models[0]}_per_image.csv")
+    for point in (v for v in per_ev if v["method"] == models[0]):
+        psnr = [float(r["psnr"]) for r in images if float(r["ev"]) == float(point["ev"])]
+        assert float(point["psnr"]) == pytest.approx(np.mean(psnr), abs=1e-4)
+    for plot in ("validation PSNR", "training loss"):
+        assert sorted(v["method"] for v in values[plot]) == sorted(
+            m for m in models for _ in read_csv(repo / "models" / m / "train_log.csv")), plot
+
+    workspace.run(["dvc", "plots", "show"], repo)
+    assets = Path(importlib.util.find_spec("snakemake").submodule_search_locations[0]) / "assets" / "data"
+    html, n = re.subn(r"https://cdn\.jsdelivr\.net/npm/(vega(?:-lite|-embed)?)@[\d.]+",
+                      lambda m: (assets / m[1] / f"{m[1]}.js").as_uri(), (repo / "dvc_plots/index.html").read_text())
+    assert n == 3
+    page = tmp_path / "dvc-plots.html"
+    page.write_text(html)
+    pixels = _screenshot(tmp_path, page, "dvc-plots")
+    assert len(_colours_drawn(pixels, TABLEAU10)) == min(len(methods), len(TABLEAU10))
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_snakemake_report_shows_the_leaderboard_and_figures(whole_dag, tmp_path):
+    """README's `snakemake --report reports/snakemake-report.html` builds (no --cores needed) a report whose first
+    page is the leaderboard of every method, with the report's figures under "Figures" with their captions."""
+    repo = whole_dag["snakemake"]
+    workspace.run(["snakemake", "--report", "reports/snakemake-report.html"], repo)
+    page = repo / "reports/snakemake-report.html"
+    _, methods = _methods(repo)
+    dom = _chromium(tmp_path, page, "--dump-dom").stdout
+    table = re.search(r"<table.*?</table>", dom, re.S)
+    assert table, "no leaderboard table on the first page"
+    rows = [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", table[0], re.S)]
+    assert sorted(cells[1] for cells in rows if cells) == sorted(methods)
+    assert _screenshot(tmp_path, page, "snakemake-report").std() > 10
+
+    figures = sorted(p.stem for p in (repo / "reports/figures").iterdir() if p.suffix == ".png")
+    assert {"per_ev", "training"} <= set(figures)
+    listed = _with_script(page, tmp_path / "figures.html", "app.showCategory('Figures');")
+    text = _chromium(tmp_path, listed, "--dump-dom").stdout
+    assert all(f">{name}<" in text for name in figures), figures
+    shown = _with_script(page, tmp_path / "per_ev.html", (
+        "var path = Object.keys(results).find(function (k) { return k.endsWith('/per_ev.png'); });"
+        "app.setView({navbarMode: 'resultinfo', resultPath: path, content: 'img', contentPath: results[path].data_uri});"))
+    text = _chromium(tmp_path, shown, "--dump-dom").stdout
+    assert "PSNR and SSIM per relative exposure" in text and '<img src="data:image/png' in text
+    pixels = _screenshot(tmp_path, shown, "snakemake-report-per-ev")
+    assert ((pixels.max(axis=2) - pixels.min(axis=2)) > 60).sum() > 5000, "the figure is not drawn"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
 import workspace
+from expocorr.evaluate import example_rows
 from expocorr.images import read_rgb, to_uint8
 from expocorr.metrics import psnr
 from expocorr.tables import read_csv
@@ -34,26 +36,64 @@ def repo(tmp_path_factory):
     return repo
 
 
-def summary(repo, method):
+def scores(repo, method):
+    """metrics/METHOD.json: the numbers `dvc metrics` compares."""
     return json.loads((repo / "metrics" / f"{method}.json").read_text())
 
 
+def summary(repo, method):
+    """metrics/METHOD.json and metrics/details/METHOD.json merged (their keys do not overlap)."""
+    return {**json.loads((repo / "metrics" / "details" / f"{method}.json").read_text()), **scores(repo, method)}
+
+
+def leaves(tree: dict) -> list:
+    return [v for value in tree.values() for v in (leaves(value) if isinstance(value, dict) else [value])]
+
+
 def test_metrics_json_has_the_documented_shape(repo):
+    m = scores(repo, "identity")
+    assert set(m) == {"overall", "under", "over", "per_ev"}
+    assert set(m["per_ev"]) == {"-1.5", "-1.0", "0.0", "1.0", "1.5"}
+    assert all(set(group) == {"psnr", "ssim"} for group in m["per_ev"].values())
+    for group in ("under", "over"):
+        assert set(m[group]) == {"psnr", "ssim", "delta_e2000"}, group
+    # BRISQUE computed: a number; NIQE, LPIPS, PI and the Inception Score not: absent (their reason: details)
+    assert set(m["overall"]) == {"psnr", "ssim", "delta_e2000", "hist_luminance", "hist_contrast", "hist_saturation",
+                                 "brisque"}
+    assert all(isinstance(v, float) and math.isfinite(v) for v in leaves(m))
+
     s = summary(repo, "identity")
     assert s["method"] == "identity" and s["kind"] == "baseline" and s["oracle"] is False
     test_rows = read_csv(repo / "data/splits/test.csv")
-    assert s["n_images"] == len(test_rows)
-    assert set(s["per_ev"]) == {"-1.5", "-1.0", "0.0", "1.0", "1.5"}
-    for group in ("overall", "under", "over", "zero"):
-        assert {"psnr", "ssim", "delta_e2000", "n"} <= set(s[group]), group
-    assert {"hist_luminance", "hist_contrast", "hist_saturation", "brisque"} <= set(s["overall"])
-    assert s["overall"]["niqe"] == "not computed" and s["overall"]["lpips"] == "not computed"
+    assert s["n_images"] == len(test_rows) == s["n"]["overall"] + s["n_identical_pairs"]
+    assert s["n"]["per_ev"] == {ev: len(test_rows) // 5 for ev in m["per_ev"]}
+    assert s["noref"]["niqe"].startswith("not computed: ") and s["noref"]["brisque"].startswith("computed")
     assert s["references"].keys() == {"reference"}
     assert s["seconds_per_megapixel"] >= 0
+    assert {"data_source": "bundled", "test_scenes": len({r["scene"] for r in test_rows}),
+            "test_images": len(test_rows)}.items() <= s["provenance"].items()
+    assert s["provenance"]["rendered_scenes"] == 8 and s["provenance"]["rendered_images"] == 40
     assert len(s["examples"]) == 2 and s["worst"]["psnr"] == min(
         float(r["psnr"]) for r in read_csv(repo / "metrics" / "identity_per_image.csv"))
     for example in s["examples"] + [s["worst"]]:
         assert (repo / example["output"]).is_file()
+
+
+def test_examples_spread_over_scenes_and_exposures():
+    rows = [{"scene": s, "ev": str(ev)} for s in ("a", "b", "c") for ev in (-1.5, -1.0, 0.0, 1.0, 1.5)]
+    picked = [(r["scene"], float(r["ev"])) for r in example_rows(rows, 4)]
+    assert picked == [("a", -1.5), ("b", 1.5), ("c", -1.0), ("a", 1.5)]
+    assert len(example_rows(rows, 20)) == 15 and example_rows(rows, 0) == []
+
+
+def test_report_shows_each_models_worst_case(repo):
+    """`expocorr report` on this real run: the model's worst test pair, as the evaluate stage saved it."""
+    workspace.run(["expocorr", "report"], repo)
+    worst = summary(repo, "exponet")["worst"]
+    markdown = (repo / "reports/report.md").read_text()
+    assert f"worst of exponet: {worst['scene']} at EV " in markdown and f"(`{worst['output']}`)" in markdown
+    assert (repo / worst["output"]).is_file() and "not found or unreadable" not in markdown
+    assert (repo / "reports/figures/worst_cases.jpg").stat().st_size > 0
 
 
 def test_identity_scores_match_an_independent_computation(repo):
@@ -76,21 +116,24 @@ def test_identity_scores_match_an_independent_computation(repo):
                  for r in read_csv(repo / "data/splits/test.csv") if float(r["ev"]) != 0]), abs=1e-9)
 
 
-def test_model_metrics_go_into_its_training_run(repo):
+def test_model_metrics_go_into_a_child_of_its_training_run(repo):
     s = summary(repo, "exponet")
     assert s["kind"] == "model" and s["n_parameters"] > 0
     run_id = json.loads((repo / "models/exponet/mlflow_run.json").read_text())["run_id"]
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    metrics = client.get_run(run_id).data.metrics
+    children = client.search_runs([client.get_run(run_id).info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+    assert [r.info.run_name for r in children] == ["exponet:evaluate"]
+    metrics = children[0].data.metrics
     assert metrics["test_psnr"] == pytest.approx(s["overall"]["psnr"])
-    assert metrics["test_ssim_under"] == pytest.approx(s["under"]["ssim"])
+    assert metrics["test_under_ssim"] == pytest.approx(s["under"]["ssim"])
 
 
 def test_each_baseline_gets_a_run_of_its_own(repo):
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("expocorr")
+    experiment = client.get_experiment_by_name("expocorr-baselines")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-    assert {"baseline:identity", "baseline:clahe", "exponet"} <= set(runs)
+    assert set(runs) == {"baseline:identity", "baseline:clahe"}
     assert runs["baseline:clahe"].data.tags["kind"] == "baseline"
     assert runs["baseline:clahe"].data.metrics["test_psnr"] == pytest.approx(summary(repo, "clahe")["overall"]["psnr"])
 
@@ -102,12 +145,14 @@ def test_unknown_method_is_one_clear_error(repo):
 
 
 def test_same_params_same_metrics(repo, tmp_path):
-    """Evaluating again gives byte-identical metrics (timings aside)."""
-    before = summary(repo, "clahe")
+    """Evaluating again gives a byte-identical metrics/NAME.json (the timing and the date are details)."""
+    before = (repo / "metrics/clahe.json").read_bytes(), summary(repo, "clahe")
     workspace.run(["expocorr", "evaluate", "--method", "clahe"], repo)
-    after = summary(repo, "clahe")
-    before.pop("seconds_per_megapixel"), after.pop("seconds_per_megapixel")
-    assert before == after
+    after = (repo / "metrics/clahe.json").read_bytes(), summary(repo, "clahe")
+    assert before[0] == after[0]
+    for s in (before[1], after[1]):
+        s.pop("seconds_per_megapixel"), s["provenance"].pop("evaluated_at")
+    assert before[1] == after[1]
 
 
 def test_oracle_inverts_each_scenes_own_tau_from_a_range(tmp_path):

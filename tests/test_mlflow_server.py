@@ -5,9 +5,11 @@ Chromium. Everything stays on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -63,36 +65,54 @@ def quiet_env():
             os.environ[key] = value
 
 
+def readme_command(prefix: str, port: int, home: Path) -> list[str]:
+    """README.md's command starting with `prefix` (continuation lines joined) as argv: the venv's
+    executable, `port` instead of its --port, `home` for $HOME."""
+    readme = (workspace.REPO / "README.md").read_text()
+    found = re.search(rf"^{re.escape(prefix)}(?:[^\n]*\\\n)*[^\n]*", readme, re.M)
+    assert found, f"README.md has no `{prefix}` command"
+    argv = shlex.split(found.group(0).replace("\\\n", " ").replace("$HOME", str(home)))
+    argv[argv.index("--port") + 1] = str(port)
+    return [str(workspace.BIN / argv[0]), *argv[1:]]
+
+
+@contextlib.contextmanager
+def serving(cmd: list[str], cwd: Path, port: int):
+    """Run the server command `cmd` in `cwd` (log in cwd/server.log) until it answers /health; yield
+    its URL; stop its process group at the end."""
+    env = {**os.environ, **QUIET, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job workers
+    for key in PROXIES:
+        env.pop(key, None)
+    log_path = cwd / "server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        url = f"http://{LOOPBACK}:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while not answers(f"{url}/health"):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"{' '.join(cmd)} did not come up:\n{log_path.read_text()}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=10)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, quiet_env):
-    """`mlflow server` with a sqlite backend store and a served artifact root, bound to 127.0.0.1."""
+    """README.md's `mlflow server` command (sqlite backend store, served artifact root), with a
+    temporary folder for $HOME and a free port, bound to 127.0.0.1."""
     root = tmp_path_factory.mktemp("mlflow-server")
+    (root / "mlflow").mkdir()  # the README's `mkdir -p $HOME/mlflow`
     port = free_port()
-    cmd = [
-        str(workspace.BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-        "--serve-artifacts", "--artifacts-destination", str(root / "artifacts"),
-        "--host", LOOPBACK, "--port", str(port), "--workers", "1",
-    ]
-    log = open(root / "server.log", "w")
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job workers
-    proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://{LOOPBACK}:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while not answers(f"{url}/health"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"mlflow server did not come up:\n{(root / 'server.log').read_text()}")
-            time.sleep(0.5)
-        yield {"url": url, "root": root}
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        log.close()
+    with serving(readme_command("mlflow server", port, root), root, port) as url:
+        yield {"url": url, "root": root / "mlflow"}
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +203,7 @@ def test_experiment_page_shows_the_run_in_headless_chromium(server, trained, tmp
     assert dom.returncode == 0, dom.stderr[-2000:]
     text = " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", "", dom.stdout, flags=re.S)).split())
     assert EXPERIMENT in text and re.search(rf"\b{MODEL}\b", text), text[:2000]
+    assert "bundled-train" in text, text[:2000]  # the Dataset column: the training split logged as an input
 
     shot = tmp_path / "experiment.png"
     run = subprocess.run([browser, *flags, f"--screenshot={shot}", page], capture_output=True, text=True,

@@ -489,8 +489,8 @@ def test_stack_baselines_are_scored_against_the_reference(workdir, base):
         proc = subprocess.run([str(EXPOCORR), *cmd], cwd=workdir, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
     test_rows = read_csv(split.OUT / "test.csv")
-    summaries = {m: json.loads((workdir / "metrics" / f"{m}.json").read_text())
-                 for m in ("debevec_reinhard", "mertens", "identity")}
+    summaries = {m: json.loads((workdir / "metrics" / "details" / f"{m}.json").read_text())
+                 for m in ("debevec_reinhard", "mertens", "identity")}  # counts and examples: the details
     for summary in summaries.values():
         assert summary["n_images"] == len(test_rows) == 5 and summary["headline_reference"] == "reference"
     per_image = read_csv(workdir / "metrics/debevec_reinhard_per_image.csv")

@@ -62,6 +62,8 @@ def best_method(metrics: Path = METRICS) -> str:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             psnr = float(data["overall"]["psnr"])
+            details = path.parent / "details" / path.name  # method, kind, oracle (evaluate's sidecar)
+            data = {**json.loads(details.read_text(encoding="utf-8")), **data} if details.exists() else data
         except (OSError, ValueError, KeyError, TypeError):
             continue
         name = str(data.get("method") or path.stem)

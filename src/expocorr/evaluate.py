@@ -1,9 +1,14 @@
 """Stage `evaluate`: one method on the test split at full resolution -> metrics/NAME.json,
-metrics/NAME_per_image.csv and example outputs in results/NAME/.
+metrics/details/NAME.json, metrics/NAME_per_image.csv and the example outputs in results/NAME/.
 
-Reads only ``evaluate.*`` (and ``render.*`` as context for the oracle baseline), the test split and,
-for a model, ``models/NAME/model.pt``. Metrics are logged to MLflow: into the model's training run
-(prefixed ``test_``), or into a run of its own for a baseline.
+``metrics/NAME.json`` holds numbers only, the scores that `dvc metrics show` and `dvc metrics diff`
+compare (and MLflow logs): ``overall``, ``under``, ``over`` and ``per_ev``. Everything else goes to
+``metrics/details/NAME.json``: what the method is, counts, timing, scores against every reference,
+no-reference status, the example outputs and the worst case, the params and the provenance.
+
+Reads only ``evaluate.*`` (and ``render.*`` as context for the oracle baseline), the test split, the
+rendered images and, for a model, ``models/NAME/model.pt``. The provenance block records the
+circumstances of the run as they were (``data.source``, a hash of the params, commit, date, machine).
 """
 
 from __future__ import annotations
@@ -11,11 +16,16 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import platform
 import time
+from collections import defaultdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 import mlflow
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from expocorr import inference, split, stacks, tracking
@@ -23,14 +33,16 @@ from expocorr.atomic import atomic_dir, write_text
 from expocorr.errors import UserError
 from expocorr.images import read_rgb, to_uint8, write_rgb
 from expocorr.metrics import HistogramSimilarity, NoReference, delta_e2000, psnr, ssim
-from expocorr.render import ev_name
+from expocorr.render import IMAGES, ev_name
 from expocorr.tables import read_csv, write_csv
 
 log = logging.getLogger(__name__)
 
 METRICS = Path("metrics")
+DETAILS = METRICS / "details"
 RESULTS = Path("results")
 SCORES = ("psnr", "ssim", "delta_e2000")
+EV_SCORES = ("psnr", "ssim")  # per EV in metrics/NAME.json (per image, ΔE too: metrics/NAME_per_image.csv)
 
 
 class EvaluateError(UserError, RuntimeError):
@@ -39,8 +51,8 @@ class EvaluateError(UserError, RuntimeError):
 
 def outputs(method: str) -> dict[str, Path]:
     """The declared outputs of `expocorr evaluate --method method`."""
-    return {"json": METRICS / f"{method}.json", "csv": METRICS / f"{method}_per_image.csv",
-            "results": RESULTS / method}
+    return {"json": METRICS / f"{method}.json", "details": DETAILS / f"{method}.json",
+            "csv": METRICS / f"{method}_per_image.csv", "results": RESULTS / method}
 
 
 def reference_columns(rows: list[dict], headline: str) -> tuple[list[str], str]:
@@ -53,40 +65,69 @@ def reference_columns(rows: list[dict], headline: str) -> tuple[list[str], str]:
 
 
 def example_rows(rows: list[dict], n: int) -> list[dict]:
-    """`n` evenly spaced (scene, ev) rows of the test split, the same for every method."""
-    ordered = sorted(rows, key=lambda r: (r["scene"], float(r["ev"])))
-    if n <= 0:
-        return []
-    picks = sorted({int(round(i)) for i in np.linspace(0, len(ordered) - 1, min(n, len(ordered)))})
-    return [ordered[i] for i in picks]
+    """`n` (scene, EV) rows of the test split, the same for every method: one scene after another, each
+    at the next EV of a rotation that alternates under- and over-exposure, strongest first (−1.5, +1.5,
+    −1, +1, 0), started one step further on each scene; so a few examples span scenes and both errors."""
+    by_scene: dict[str, dict[float, dict]] = defaultdict(dict)
+    for row in rows:
+        by_scene[row["scene"]].setdefault(float(row["ev"]), row)
+    evs = sorted({ev for pairs in by_scene.values() for ev in pairs})
+    under, over = [ev for ev in evs if ev < 0], [ev for ev in evs if ev > 0][::-1]
+    rotation = [ev for pair in zip(under, over) for ev in pair] + under[len(over):] + over[len(under):]
+    rotation += [ev for ev in evs if ev == 0]
+    order = []
+    for s, scene in enumerate(sorted(by_scene)):
+        own = [ev for ev in rotation if ev in by_scene[scene]]
+        start = s % len(own)
+        order += [(k, s, by_scene[scene][ev]) for k, ev in enumerate(own[start:] + own[:start])]
+    return [row for _, _, row in sorted(order, key=lambda t: t[:2])[:max(n, 0)]]
 
 
 def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def aggregate(per_image: list[dict], column: str) -> dict:
-    """Means of PSNR/SSIM/ΔE against reference `column`: overall, per EV, under/over/zero.
+def aggregate(per_image: list[dict], column: str) -> tuple[dict, dict]:
+    """Means of PSNR/SSIM/ΔE against reference `column` (`overall`, `under`, `over`; PSNR and SSIM
+    `per_ev`), and the number of images behind each mean.
 
     `overall` leaves out pairs whose input already equals the headline reference (a synthetic EV 0
     render): doing nothing scores the PSNR cap on them, which would rank the identity first. They
-    still count in `per_ev` and `zero`, where they measure how much a method harms a good photo.
+    still count in `per_ev`, where they measure how much a method harms a good photo.
     """
-    def summary(subset: list[dict]) -> dict:
-        keys = [k for k in (*SCORES, "psnr_y", "ssim_y") if f"{k}:{column}" in subset[0]]
-        return {**{k: _mean([r[f"{k}:{column}"] for r in subset]) for k in keys}, "n": len(subset)}
+    keys = [k for k in (*SCORES, "psnr_y", "ssim_y") if f"{k}:{column}" in per_image[0]]
 
-    evs = sorted({r["ev"] for r in per_image})
-    groups = {
-        "under": [r for r in per_image if r["ev"] < 0],
-        "over": [r for r in per_image if r["ev"] > 0],
-        "zero": [r for r in per_image if r["ev"] == 0],
-    }
-    real = [r for r in per_image if not r["identical_pair"]] or per_image
+    def means(subset: list[dict], names) -> dict:
+        return {k: _mean([r[f"{k}:{column}"] for r in subset]) for k in names}
+
+    groups = {"overall": [r for r in per_image if not r["identical_pair"]] or per_image,
+              "under": [r for r in per_image if r["ev"] < 0], "over": [r for r in per_image if r["ev"] > 0]}
+    groups = {name: subset for name, subset in groups.items() if subset}
+    by_ev = {str(ev): [r for r in per_image if r["ev"] == ev] for ev in sorted({r["ev"] for r in per_image})}
+    scores = {name: means(subset, keys) for name, subset in groups.items()}
+    scores["per_ev"] = {ev: means(subset, [k for k in EV_SCORES if k in keys]) for ev, subset in by_ev.items()}
+    counts = {name: len(subset) for name, subset in groups.items()}
+    counts["per_ev"] = {ev: len(subset) for ev, subset in by_ev.items()}
+    return scores, counts
+
+
+def provenance(params: dict, rows: list[dict], device: torch.device) -> dict:
+    """What and where this evaluation ran on: the data source and the size of its rendered set and of
+    the test split, the commit, a hash of the params (as parsed), the date and the machine."""
+    data = params["data"]
+    where = {"folder": data["folder"], "raw": data["folder"], "url": data["url"],
+             "stacks": data["stacks"]["preset"] or data["folder"] or data["url"]}.get(data["source"])
+    inputs = [p for p in IMAGES.rglob("*.png") if not p.name.startswith("reference")] if IMAGES.is_dir() else []
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return {
-        "overall": summary(real),
-        "per_ev": {str(ev): summary([r for r in per_image if r["ev"] == ev]) for ev in evs},
-        **{name: summary(subset) for name, subset in groups.items() if subset},
+        "data_source": data["source"] + (f" ({where})" if where else ""),
+        "rendered_scenes": len({p.relative_to(IMAGES).parts[0] for p in inputs}), "rendered_images": len(inputs),
+        "test_scenes": len({r["scene"] for r in rows}), "test_images": len(rows),
+        "git_commit": tracking.git_commit(), "params_hash": tracking.params_hash(params),
+        "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} ({platform.system()} {platform.machine()}, {os.cpu_count()} CPUs)",
+        "device": str(device) + (f" ({gpu})" if gpu else ""),
+        "software": f"Python {platform.python_version()}, torch {torch.__version__}",
     }
 
 
@@ -108,10 +149,10 @@ def run(params: dict, method: str) -> None:
     for name, why in noref.status().items():  # one line per score: computed, or the reason it is not
         log.info("evaluate %s: %s: %s", method, name, why)
     histogram = HistogramSimilarity()
-    examples = {(r["scene"], r["ev"]) for r in example_rows(rows, cfg["n_examples"])}
+    examples = {(r["scene"], r["ev"]): i for i, r in enumerate(example_rows(rows, cfg["n_examples"]))}
     files = outputs(method)
 
-    per_image, kept, seconds, megapixels = [], [], 0.0, 0.0
+    per_image, seconds, megapixels = [], 0.0, 0.0
     with atomic_dir(files["results"]) as results_tmp:
         for row in tqdm(rows, desc=f"evaluate {method}", unit="image", disable=None):
             image = read_rgb(row["input"])
@@ -141,41 +182,46 @@ def run(params: dict, method: str) -> None:
                     histogram.add(output, reference)
             record.update(_round6(noref.score(output)))
             noref.add(output)
-            record["_output"] = output
+            record["_output"], record["_example"] = output, examples.get((row["scene"], row["ev"]))
             per_image.append(record)
-            if (row["scene"], row["ev"]) in examples:
-                kept.append(record)
+        kept = sorted((r for r in per_image if r["_example"] is not None), key=lambda r: r["_example"])
         worst = min(per_image, key=lambda r: r[f"psnr:{headline}"])
         for record in kept + [worst]:
             name = f"{record['scene']}_{ev_name(record['ev'])}.png"
             write_rgb(results_tmp / name, record["_output"])
             record["output"] = (files["results"] / name).as_posix()
 
-    summary = {
-        "method": method, "kind": corrector.kind, "oracle": corrector.oracle, "n_images": len(per_image),
-        "n_parameters": corrector.n_parameters, "headline_reference": headline, "psnr_cap": cfg["psnr_cap"],
-        "n_identical_pairs": sum(r["identical_pair"] for r in per_image),
-        **aggregate(per_image, headline),
-        "references": {c: {k: v for k, v in aggregate(per_image, c).items() if k in ("overall", "per_ev")}
+    scores, counts = aggregate(per_image, headline)
+    set_level = _round6(noref.result())  # the Inception Score of the set: no per-image column
+    splits = set_level.pop("inception_score_splits", None)  # a count: details
+    scores["overall"].update({**histogram.result(), **_noref_means(per_image, noref), **set_level})
+    metrics = _numbers(scores)
+    details = {
+        "method": method, "kind": corrector.kind, "oracle": corrector.oracle, "headline_reference": headline,
+        "psnr_cap": cfg["psnr_cap"], "n_images": len(per_image),
+        "n_identical_pairs": sum(r["identical_pair"] for r in per_image), "n": counts,
+        "n_parameters": corrector.n_parameters, "seconds_per_megapixel": seconds / megapixels,
+        "references": {c: _numbers({k: v for k, v in aggregate(per_image, c)[0].items() if k in ("overall", "per_ev")})
                        for c in columns},
-        "seconds_per_megapixel": seconds / megapixels,
+        "noref": noref.status(),
+        **({"inception_score_splits": splits} if splits is not None else {}),
+        "examples": [_example(r, headline) for r in kept],
+        "worst": _example(worst, headline),
+        "provenance": provenance(params, rows, device),
         "params": {"evaluate": cfg, "method": corrector.settings},
     }
-    summary["overall"].update(histogram.result())
-    summary["overall"].update(_noref_means(per_image, noref))
-    summary["overall"].update(_round6(noref.result()))  # set-level (Inception Score): no per-image column
-    summary["noref"] = noref.status()
-    summary["examples"] = [_example(r, headline) for r in kept]
-    summary["worst"] = _example(worst, headline)
 
     table = [{"scene": r["scene"], "ev": r["ev"], "input": r["input"], "reference": r["reference"],
+              "identical_pair": int(r["identical_pair"]),
               **{k.replace(f":{headline}", ""): v for k, v in r.items() if k.endswith(f":{headline}")},
               **{k: r[k] for k in noref.names if k in r}} for r in per_image]
     write_csv(files["csv"], table, list(table[0].keys()))
-    write_text(files["json"], json.dumps(_finite(summary), indent=2) + "\n")
-    _log_to_mlflow(params, method, corrector.kind, summary)
+    write_text(files["details"], json.dumps(_finite(details), indent=2) + "\n")
+    write_text(files["json"], json.dumps(metrics, indent=2) + "\n")
+    _log_to_mlflow(params, method, corrector)
+    overall = metrics["overall"]
     log.info("evaluate %s: %d images, PSNR %.2f dB, SSIM %.4f, ΔE2000 %.2f (vs %s)", method, len(per_image),
-             summary["overall"]["psnr"], summary["overall"]["ssim"], summary["overall"]["delta_e2000"], headline)
+             overall["psnr"], overall["ssim"], overall["delta_e2000"], headline)
 
 
 def _example(record: dict, headline: str) -> dict:
@@ -189,15 +235,31 @@ def _round6(scores: dict) -> dict:
 
 
 def _noref_means(per_image: list[dict], noref: NoReference) -> dict:
+    """Mean of each per-image no-reference score computed (a score not computed has no entry)."""
     out = {}
-    for name in noref.per_image_names:
+    for name in noref.names:
         values = [r[name] for r in per_image if isinstance(r.get(name), (int, float)) and math.isfinite(r[name])]
-        out[name] = _mean(values) if values else "not computed"
+        if values:
+            out[name] = _mean(values)
+    return out
+
+
+def _numbers(tree: dict) -> dict:
+    """Only the finite numbers of a nested dict (a NaN mean is an empty group, a string a score not
+    computed): what metrics/NAME.json may hold."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            value = _numbers(value)
+            if value:
+                out[key] = value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[key] = value
     return out
 
 
 def _finite(value):
-    """JSON-safe: NaN/inf floats become null (a NaN mean means an empty group)."""
+    """JSON-safe: NaN/inf floats become null."""
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -207,25 +269,51 @@ def _finite(value):
     return value
 
 
-def _log_to_mlflow(params: dict, method: str, kind: str, summary: dict) -> None:
-    """Log test_* metrics into the model's training run, or a run of the baseline's own."""
-    metrics = {f"test_{k}": v for k, v in summary["overall"].items() if isinstance(v, (int, float))}
-    for group in ("under", "over", "zero"):
-        if group in summary:
-            metrics.update({f"test_{k}_{group}": v for k, v in summary[group].items() if k in SCORES})
-    metrics.update({f"test_psnr_ev{ev}": s["psnr"] for ev, s in summary["per_ev"].items()})
-    metrics["test_seconds_per_megapixel"] = summary["seconds_per_megapixel"]
-    metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-    experiment_id = tracking.setup(params)
-    if kind == "model":
-        run_file = Path("models") / method / "mlflow_run.json"
-        run_id = json.loads(run_file.read_text())["run_id"]
-        tracking.retry(mlflow.start_run, run_id=run_id)
+def _log_to_mlflow(params: dict, method: str, corrector: inference.Method) -> None:
+    """Log the numeric leaves of metrics/METHOD.json as written (`tracking.metric_leaves`: test_psnr,
+    test_under_psnr, ...), and it and its details file (under details/) as artifacts. A model's run is
+    a child of its training run, which keeps its end time (or, when that run is not in this store's
+    experiment or logged another model file, a new run, with a warning); a baseline's is a run of its
+    own in `<experiment>-baselines`."""
+    files = outputs(method)
+    digests = tracking.split_digests()
+    tags = {"kind": corrector.kind, "model": method, "stage": "evaluate",
+            "dataset": tracking.dataset_tag(params, digests), "git_commit": tracking.git_commit()}
+    logged = {**tracking.data_params(params), **tracking.flatten(params["evaluate"], "evaluate.")}
+    parent = None
+    if corrector.kind == "model":
+        experiment_id = tracking.setup(params)
+        model_file = inference.model_path(method)
+        tags.update(model_file=model_file.as_posix(), model_sha256=tracking.file_sha256(model_file))
+        logged.update(tracking.model_params(method, corrector.settings))
+        parent, recorded = _training_run(method, experiment_id, tags["model_sha256"])
+        if parent is None and recorded:
+            tags["training_run"] = recorded
+        name = f"{method}:evaluate"
     else:
-        tracking.retry(mlflow.start_run, experiment_id=experiment_id, run_name=f"baseline:{method}",
-                       tags={"model": method, "kind": "baseline", "oracle": str(summary["oracle"]),
-                             "git_commit": tracking.git_commit()})
-        tracking.retry(mlflow.log_params, {k: str(v) for k, v in tracking.flatten(params["evaluate"], "evaluate.").items()})
-    tracking.retry(mlflow.log_metrics, metrics)
-    tracking.retry(mlflow.log_artifact, str(outputs(method)["json"]))
-    tracking.retry(mlflow.end_run)
+        experiment_id = tracking.setup(params, tracking.baselines_experiment(params))
+        tags["oracle"] = str(corrector.oracle)
+        name = f"baseline:{method}"
+    with tracking.active_run(experiment_id=experiment_id, run_name=name, parent_run_id=parent, tags=tags) as run:
+        if corrector.kind == "model" and parent is None:
+            log.warning("evaluate %s: training run %s (models/%s/mlflow_run.json) is not in experiment %r of %s or "
+                        "logged another model file: logging to new run %s, tagged model_sha256=%s", method,
+                        recorded or "none", method, params["tracking"]["experiment"], tracking.tracking_uri(params),
+                        run.info.run_id, tags["model_sha256"])
+        tracking.log_params(logged)
+        tracking.log_splits(params, digests, ["test"])
+        tracking.retry(mlflow.log_metrics, tracking.metric_leaves(json.loads(files["json"].read_text()), "test"))
+        for key, folder in (("json", None), ("details", "details")):  # both files are named METHOD.json
+            if files.get(key) and files[key].exists():
+                tracking.retry(mlflow.log_artifact, str(files[key]), artifact_path=folder)
+
+
+def _training_run(method: str, experiment_id: str, model_sha256: str) -> tuple[str | None, str | None]:
+    """(the training run to nest the evaluation under, or None; the run id models/METHOD/mlflow_run.json
+    records, or None): the recorded run when it is in `experiment_id` and logged this model file."""
+    run_file = inference.model_path(method).with_name("mlflow_run.json")
+    recorded = json.loads(run_file.read_text()).get("run_id") if run_file.exists() else None
+    run = tracking.own_run(recorded, experiment_id)
+    if run is None or run.data.tags.get("model_sha256", model_sha256) != model_sha256:
+        return None, recorded
+    return recorded, recorded

@@ -1,12 +1,13 @@
 """Stage `report`: metrics/, the train logs and the example outputs -> reports/report.{md,html},
 reports/figures/ and reports/leaderboard.json.
 
-Reads only ``report.*`` and files: ``metrics/NAME.json`` and ``metrics/NAME_per_image.csv`` (the
-evaluate stage's), ``models/*/train_log.csv`` (optional), the example images the metrics JSONs name
+Reads only ``report.*`` and files: ``metrics/NAME.json`` (the scores), ``metrics/details/NAME.json``
+(what the method is, counts, examples, worst case, provenance) and ``metrics/NAME_per_image.csv``
+(the evaluate stage's), ``models/*/train_log.csv`` (optional), the images the details name
 (``results/NAME/*.png`` and their inputs and references) and ``reports/bench/infer_latency.json``
 (optional). The Markdown and the HTML are rendered from one list of blocks, so they say the same
-thing; the HTML is self-contained (figures as base64 data URIs, inline CSS). Nothing is invented:
-a metric the evaluate stage did not compute is shown as "not computed".
+thing; the HTML is self-contained (figures as base64 data URIs, the photo grids as JPEG, inline CSS).
+Nothing is invented: a metric the evaluate stage did not compute is shown as "not computed".
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 import math
 import os
 import re
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,18 +29,20 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from PIL import Image
 
 from expocorr.atomic import atomic_dir, write_text
 from expocorr.errors import UserError
 from expocorr.images import ImageError, read_rgb, resize_max_side, to_uint8
 from expocorr.metrics.histogram import luminance
+from expocorr.plot_data import write as write_plot_data
 from expocorr.tables import read_csv
 
 log = logging.getLogger(__name__)
 
 METRICS = Path("metrics")
+DETAILS = METRICS / "details"
 MODELS = Path("models")
-RESULTS = Path("results")
 LATENCY = Path("reports/bench/infer_latency.json")
 OUT = Path("reports")
 FIGURES = OUT / "figures"
@@ -52,8 +56,12 @@ LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "delta_e2000": "ΔE2000", "hist_l
           "hist_contrast": "hist con", "hist_saturation": "hist sat", "psnr_y": "PSNR-Y (dB)", "ssim_y": "SSIM-Y",
           "brisque": "BRISQUE", "niqe": "NIQE", "lpips": "LPIPS", "pi": "PI", "inception_score": "Inception score"}
 DIGITS = {"psnr": 2, "ssim": 4, "delta_e2000": 2, "psnr_y": 2, "ssim_y": 4}
-THUMB = 256           # long side of the qualitative-grid thumbnails (px)
+MIN_RANKED_SCENES = 5  # fewer test scenes: the report lists the methods but does not rank them
+PHOTO_CELL = 2.8      # width of a photo in the qualitative figures (inches, at report.dpi)
+PHOTO_MAX = 1024      # photos are read down to this long side (px) before they are fitted to a cell
+JPEG_QUALITY = 85     # the photo figures are JPEG: a fraction of their size as PNG
 LUMA_BINS = 64
+MIME = {"png": "image/png", "svg": "image/svg+xml", "jpg": "image/jpeg"}
 
 
 class ReportError(UserError, ValueError):
@@ -78,7 +86,8 @@ def _ev_key(ev) -> float | None:
 
 @dataclass
 class Method:
-    """One metrics/NAME.json, with its per-image table when there is one."""
+    """One method: metrics/NAME.json and metrics/details/NAME.json merged (their keys do not overlap),
+    with its per-image table when there is one."""
 
     name: str
     kind: str
@@ -88,12 +97,21 @@ class Method:
     per_image: list[dict] = field(default_factory=list)
 
     @property
+    def details_source(self) -> Path:
+        return self.source.parent / DETAILS.name / self.source.name
+
+    @property
     def cap(self) -> float | None:
         return number(self.data.get("psnr_cap"))
 
     @property
     def overall(self) -> dict:
         return self.data.get("overall") or {}
+
+    @property
+    def provenance(self) -> dict:
+        value = self.data.get("provenance")
+        return value if isinstance(value, dict) else {}
 
     def score(self, key: str, group: dict | None = None):
         """A number, or NOT_COMPUTED for a missing, null or "not computed" value."""
@@ -109,6 +127,15 @@ class Method:
             out[_ev_key(key)] = value or {}
         return dict(sorted(out.items()))
 
+    def count(self, group) -> int | None:
+        """How many test images are behind a group's means (`overall`, `under`, `over`, or an EV number),
+        from details' `n`; None when not recorded."""
+        counts = self.data.get("n") if isinstance(self.data.get("n"), dict) else {}
+        if not isinstance(group, str):
+            counts, group = {_ev_key(k): v for k, v in (counts.get("per_ev") or {}).items()}, _ev_key(group)
+        value = number(counts.get(group))
+        return None if value is None else int(value)
+
     @property
     def examples(self) -> list[dict]:
         return [e for e in self.data.get("examples") or [] if isinstance(e, dict) and _ev_key(e.get("ev")) is not None]
@@ -117,12 +144,6 @@ class Method:
     def worst(self) -> dict | None:
         worst = self.data.get("worst")
         return worst if isinstance(worst, dict) and "scene" in worst and _ev_key(worst.get("ev")) is not None else None
-
-    def image_psnr(self, scene: str, ev, reference: str | None = None):
-        """PSNR of one test image from metrics/NAME_per_image.csv (the row with that reference if several)."""
-        rows = [r for r in self.per_image if r.get("scene") == scene and _ev_key(r.get("ev")) == _ev_key(ev)]
-        rows = [r for r in rows if r.get("reference") == reference] or rows
-        return number(_float(rows[0].get("psnr"))) if rows else None
 
 
 def _float(text) -> float | None:
@@ -133,19 +154,31 @@ def _float(text) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportError(f"{path}: missing; the evaluate stage writes it with {METRICS}/{path.name} "
+                          "(run that stage again)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: not a readable metrics JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path}: not a metrics file of the evaluate stage (not a JSON object)")
+    return data
+
+
 def load_methods(folder: Path = METRICS) -> list[Method]:
-    """Every metrics/NAME.json (and its NAME_per_image.csv when present)."""
+    """Every metrics/NAME.json with its metrics/details/NAME.json (and NAME_per_image.csv when present)."""
     files = sorted(folder.glob("*.json")) if folder.is_dir() else []
     if not files:
         raise ReportError(f"{folder}/: no metrics files ({folder}/NAME.json); run the evaluate stage first")
     methods: dict[str, Method] = {}
     for path in files:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ReportError(f"{path}: not a readable metrics JSON: {exc}") from None
-        if not isinstance(data, dict) or not isinstance(data.get("overall"), dict):
+        scores = _read_json(path)
+        if not isinstance(scores.get("overall"), dict):
             raise ReportError(f"{path}: not a metrics file of the evaluate stage (no 'overall' section)")
+        details = _read_json(path.parent / DETAILS.name / path.name)
+        data = {**details, **scores}
         name = str(data.get("method") or path.stem)
         if name in methods:
             raise ReportError(f"{path}: method {name!r} is also in {methods[name].source}")
@@ -218,8 +251,9 @@ def kind_label(method: Method) -> str:
     return f"{method.kind} (oracle)" if method.oracle else method.kind
 
 
-def leaderboard(methods: list[Method], latency: dict[str, dict]) -> list[dict]:
-    """One row per method, best headline PSNR first: the values as read (numbers or "not computed")."""
+def leaderboard(methods: list[Method], latency: dict[str, dict], ranked: bool = True) -> list[dict]:
+    """One row per method, best headline PSNR first: the values as read (numbers or "not computed");
+    `rank` None when the test split is too small to rank (`ranked` false)."""
     rows = []
     for rank, m in enumerate(methods, 1):
         if m.name in latency:
@@ -227,10 +261,10 @@ def leaderboard(methods: list[Method], latency: dict[str, dict]) -> list[dict]:
             seconds = bench["seconds"] / bench["megapixels"]
             source = f"{LATENCY} ({bench['device']}, {bench['megapixels']:g} MP)"
         else:
-            seconds, source = m.score("seconds_per_megapixel", m.data), str(m.source)
+            seconds, source = m.score("seconds_per_megapixel", m.data), m.details_source.as_posix()
         n_parameters = m.data.get("n_parameters")
         rows.append({
-            "rank": rank, "method": m.name, "kind": m.kind, "oracle": m.oracle,
+            "rank": rank if ranked else None, "method": m.name, "kind": m.kind, "oracle": m.oracle,
             **{key: m.score(key) for key in (*SCORES, *HIST)},
             "n_parameters": (int(n_parameters) if number(n_parameters) is not None else NOT_COMPUTED)
             if m.kind == "model" else None,
@@ -251,7 +285,7 @@ def _leaderboard_table(rows: list[dict], methods: list[Method], latency: dict) -
         seconds = NOT_COMPUTED if value is None else f"{value:.3g}"  # 3 significant digits: 0.000123 .. 123
         if m.name in latency and seconds != NOT_COMPUTED:
             seconds += f" ({latency[m.name]['device']})"
-        body.append([str(row["rank"]), row["method"], kind_label(m),
+        body.append([NO_VALUE if row["rank"] is None else str(row["rank"]), row["method"], kind_label(m),
                      fmt(row["psnr"], 2, m.cap), fmt(row["ssim"], 4),
                      fmt(row["delta_e2000"], 2), *(fmt(row[k], 3) for k in HIST), params_cell, seconds])
     return Table(headers, body, id="leaderboard")
@@ -279,10 +313,13 @@ def _pair(group: dict, cap: float | None) -> str:
 
 
 def _groups_table(methods: list[Method]) -> Table:
-    groups = ("under", "zero", "over")
-    body = [[m.name, *(_pair(m.data.get(g) or {}, m.cap) for g in groups),
-             *(str(int(m.data[g]["n"])) if number((m.data.get(g) or {}).get("n")) is not None else NO_VALUE
-               for g in groups)] for m in methods]
+    """under / zero / over: the zero column is the EV 0 entry of `per_ev`, when the inputs have one."""
+    body = []
+    for m in methods:
+        groups = (m.data.get("under") or {}, m.per_ev.get(0.0) or {}, m.data.get("over") or {})
+        counts = (m.count("under"), m.count(0.0), m.count("over"))
+        body.append([m.name, *(_pair(g, m.cap) for g in groups),
+                     *(NO_VALUE if n is None else str(n) for n in counts)])
     return Table(["method", "under (EV < 0)", "zero (EV = 0)", "over (EV > 0)", "n under", "n zero", "n over"], body,
                  caption="PSNR (dB) / SSIM per exposure group", id="groups")
 
@@ -465,31 +502,31 @@ def figure_training(logs: dict[str, dict[str, np.ndarray]], colors: dict) -> Fig
 
 
 class Images:
-    """Thumbnails and luma histograms of the example images, each file read once."""
+    """The example photos (read down to PHOTO_MAX) and their luma histograms, each file read once."""
 
     def __init__(self):
-        self.thumbs: dict[str, np.ndarray | None] = {}
+        self.photos: dict[str, np.ndarray | None] = {}
         self.hists: dict[str, np.ndarray | None] = {}
         self.missing: list[str] = []
 
     def _load(self, path: str) -> None:
-        if path in self.thumbs:
+        if path in self.photos:
             return
         try:
             rgb = to_uint8(read_rgb(path))
         except ImageError as exc:
             log.warning("report: %s", exc)
             self.missing.append(path)
-            self.thumbs[path] = self.hists[path] = None
+            self.photos[path] = self.hists[path] = None
             return
         self.hists[path] = np.histogram(luminance(rgb), bins=LUMA_BINS, range=(0.0, 1.0))[0]
-        self.thumbs[path] = to_uint8(resize_max_side(rgb.astype(np.float32) / 255.0, THUMB))
+        self.photos[path] = to_uint8(resize_max_side(rgb.astype(np.float32) / 255.0, PHOTO_MAX))
 
-    def thumb(self, path: str | None) -> np.ndarray | None:
+    def photo(self, path: str | None) -> np.ndarray | None:
         if not path:
             return None
         self._load(path)
-        return self.thumbs[path]
+        return self.photos[path]
 
     def hist(self, path: str) -> np.ndarray | None:
         self._load(path)
@@ -497,99 +534,100 @@ class Images:
 
 
 @dataclass
-class GridRow:
+class Cell:
+    path: str | None
+    psnr: float | None = None
+
+
+@dataclass
+class PhotoRow:
     label: str
-    input: str | None
-    reference: str | None
-    cells: dict[str, tuple[str | None, float | None]]
-    highlight: str | None = None
+    cells: list[Cell]  # input, output(s), reference
 
 
-def grid_rows(methods: list[Method], max_examples: int) -> list[GridRow]:
-    """Example rows (the same (scene, EV) for every method, evenly spread over EV), then each model's worst case."""
-    indexes = {m.name: {(e.get("scene"), _ev_key(e.get("ev"))): e for e in m.examples} for m in methods}
-    with_examples = [ix for ix in indexes.values() if ix]
-    keys = set.intersection(*(set(ix) for ix in with_examples)) if with_examples else set()
-    if not keys:
-        keys = {k for ix in with_examples for k in ix}
-    keys = sorted(keys, key=lambda k: (k[1], str(k[0])))
-    if len(keys) > max_examples:
-        keys = [keys[i] for i in sorted({round(i) for i in np.linspace(0, len(keys) - 1, max_examples)})]
-    rows = [_grid_row(methods, indexes, key, f"{key[0]}\nEV {ev_label(key[1])}") for key in keys]
-    for m in methods:
-        if m.kind == "model" and m.worst is not None:
-            key = (m.worst.get("scene"), _ev_key(m.worst["ev"]))
-            row = _grid_row(methods, indexes, key, f"worst of\n{m.name}\n{key[0]}\nEV {ev_label(key[1])}", m)
-            rows.append(row)
+def grid_methods(methods: list[Method], choice) -> list[Method]:
+    """The methods of the qualitative grid: those `report.grid_methods` names, or that many of the best by
+    headline PSNR with example outputs (oracles and the identity, which is the input column, passed over)."""
+    if isinstance(choice, int):
+        shown = [m for m in methods if m.examples]
+        return ([m for m in shown if not m.oracle and m.name != "identity"] or shown)[:choice]
+    known = {m.name: m for m in methods}
+    unknown = [name for name in choice if name not in known]
+    if unknown:
+        raise ReportError(f"report.grid_methods: {', '.join(unknown)} not evaluated (no {METRICS}/NAME.json); "
+                          f"evaluated: {', '.join(known)}")
+    return [known[name] for name in choice]
+
+
+def grid_rows(chosen: list[Method], max_examples: int) -> list[PhotoRow]:
+    """The first `max_examples` test pairs every chosen method kept (in the evaluate stage's order, which
+    spreads them over scenes and under- and over-exposure), one row each, grouped by scene."""
+    if not chosen:
+        return []
+    indexes = [{(e.get("scene"), _ev_key(e["ev"])): e for e in m.examples} for m in chosen]
+    keys = [key for key in indexes[0] if all(key in ix for ix in indexes)][:max_examples]
+    rows = []
+    for key in sorted(keys, key=lambda k: (str(k[0]), k[1])):
+        first = indexes[0][key]
+        outputs = [Cell(ix[key].get("output"), number(ix[key].get("psnr"))) for ix in indexes]
+        rows.append(PhotoRow(f"{key[0]}\nEV {ev_label(key[1])}",
+                             [Cell(first.get("input")), *outputs, Cell(first.get("reference"))]))
     return rows
 
 
-def _grid_row(methods: list[Method], indexes: dict, key: tuple, label: str, worst_of: Method | None = None) -> GridRow:
-    known = [ix[key] for ix in indexes.values() if key in ix] + ([worst_of.worst] if worst_of else [])
-    reference = next((e.get("reference") for e in known if e.get("reference")), None)
-    cells = {}
-    for m in methods:
-        entry = worst_of.worst if worst_of is m else indexes[m.name].get(key)
-        if entry is None and m.worst is not None and (m.worst.get("scene"), _ev_key(m.worst["ev"])) == key:
-            entry = m.worst
-        if entry is not None:
-            output, psnr = entry.get("output"), number(entry.get("psnr"))
-        else:  # the evaluate stage names every saved output <scene>_<ev name>.png in results/NAME/
-            output, psnr = None, None
-            for e in known:
-                candidate = RESULTS / m.name / Path(str(e.get("output", ""))).name
-                if e.get("output") and candidate.is_file():
-                    output = candidate.as_posix()
-                    break
-        if output and psnr is None:
-            psnr = m.image_psnr(key[0], key[1], reference)
-        cells[m.name] = (output, psnr)
-    return GridRow(label, next((e.get("input") for e in known if e.get("input")), None), reference, cells,
-                   worst_of.name if worst_of else None)
+def worst_rows(methods: list[Method], chosen: list[Method]) -> list[tuple[Method, PhotoRow]]:
+    """Each model's worst test pair by PSNR, then each grid baseline's: input, its output, reference."""
+    rows = []
+    for m in sorted(methods, key=lambda m: m.kind != "model"):  # leaderboard order within each kind
+        w = m.worst
+        if w is None or (m.kind != "model" and m not in chosen):
+            continue
+        label = f"{m.name}\n{w.get('scene')}\nEV {ev_label(_ev_key(w['ev']))}"
+        rows.append((m, PhotoRow(label, [Cell(w.get("input")), Cell(w.get("output"), number(w.get("psnr"))),
+                                         Cell(w.get("reference"))])))
+    return rows
 
 
-def figure_grid(rows: list[GridRow], methods: list[Method], images: Images) -> Figure | None:
+def figure_photos(rows: list[PhotoRow], headers: list[str], images: Images, dpi: int) -> Figure | None:
+    """Rows of photos, each fitted to a PHOTO_CELL-inch-wide cell at `dpi` (so drawn pixel for pixel),
+    PSNR under each output, the column headers on top and each row's label on its left."""
     if not rows:
         return None
-    columns = ["input", *(m.name for m in methods), "reference"]
-    # Laid out in inches: every cell as wide as the others and as tall as its row's image, a strip under it.
-    cell_w, gap, strip, top = 1.7, 0.06, 0.3, 0.35
-    left = max(0.9, 0.3 + 0.06 * max(len(line) for row in rows for line in row.label.splitlines()))
+    gap, strip, top = 0.06, 0.28, 0.35
+    left = max(0.9, 0.3 + 0.075 * max(len(line) for row in rows for line in row.label.splitlines()))
     heights = []
     for row in rows:
-        shape = next((t.shape for t in (images.thumb(row.reference), images.thumb(row.input)) if t is not None), None)
-        heights.append(cell_w * (shape[0] / shape[1] if shape else 0.75))
-    width = left + len(columns) * (cell_w + gap)
+        shape = next((p.shape for p in map(images.photo, (c.path for c in row.cells)) if p is not None), None)
+        heights.append(PHOTO_CELL * (shape[0] / shape[1] if shape else 0.75))
+    width = left + len(headers) * (PHOTO_CELL + gap)
     height = top + sum(h + strip for h in heights)
     fig = Figure(figsize=(width, height))
     y = height - top
     for i, row in enumerate(rows):
         y -= heights[i]
-        axes = [fig.add_axes((((left + j * (cell_w + gap)) / width), y / height, cell_w / width, heights[i] / height))
-                for j in range(len(columns))]
-        y -= strip
-        cells = [(row.input, None), *(row.cells[m.name] for m in methods), (row.reference, None)]
-        for j, (path, psnr) in enumerate(cells):
-            ax = axes[j]
+        size = (round(PHOTO_CELL * dpi), round(heights[i] * dpi))
+        for j, cell in enumerate(row.cells):
+            ax = fig.add_axes(((left + j * (PHOTO_CELL + gap)) / width, y / height, PHOTO_CELL / width,
+                               heights[i] / height))
             ax.set_xticks([])
             ax.set_yticks([])
-            thumb = images.thumb(path)
-            if thumb is not None:
-                ax.imshow(thumb, interpolation="lanczos", aspect="auto")
+            photo = images.photo(cell.path)
+            if photo is not None:
+                fitted = np.asarray(Image.fromarray(photo).resize(size, Image.Resampling.LANCZOS))
+                ax.imshow(fitted, interpolation="nearest", aspect="auto")
             else:
                 ax.set_facecolor("0.92")
-                ax.text(0.5, 0.5, "missing" if path else "not saved", transform=ax.transAxes, ha="center",
-                        va="center", fontsize=7, color="0.4")
-            if psnr is not None:
-                ax.set_xlabel(f"{psnr:.2f} dB", fontsize=7, labelpad=2)
-            highlight = row.highlight is not None and columns[j] == row.highlight
+                ax.text(0.5, 0.5, "missing" if cell.path else "not recorded", transform=ax.transAxes,
+                        ha="center", va="center", fontsize=8, color="0.4")
+            if cell.psnr is not None:
+                ax.set_xlabel(f"{cell.psnr:.2f} dB", fontsize=8, labelpad=2)
             for spine in ax.spines.values():
-                spine.set_visible(highlight)
-                spine.set_edgecolor("#d62728")
-                spine.set_linewidth(2.5)
+                spine.set_visible(False)
             if i == 0:
-                ax.set_title(columns[j], fontsize=8)
-        axes[0].set_ylabel(row.label, fontsize=7, rotation=0, ha="right", va="center", labelpad=4)
+                ax.set_title(headers[j], fontsize=9)
+            if j == 0:
+                ax.set_ylabel(row.label, fontsize=8, rotation=0, ha="right", va="center", labelpad=6)
+        y -= strip
     return fig
 
 
@@ -632,12 +670,14 @@ def _density(hists: list[np.ndarray]) -> np.ndarray:
 
 
 def render_figure(fig: Figure, fmt_name: str, dpi: int) -> bytes:
-    """The figure's bytes; no timestamps, so the same data give the same file."""
+    """The figure's bytes (png, svg or jpg); no timestamps, so the same data give the same file."""
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    metadata = {"Date": None} if fmt_name == "svg" else None
+    options = {"metadata": {"Date": None}} if fmt_name == "svg" else {}
+    if fmt_name == "jpg":
+        options = {"pil_kwargs": {"quality": JPEG_QUALITY, "optimize": True}}
     with matplotlib.rc_context({"svg.hashsalt": "expocorr", "svg.fonttype": "path"}):
-        fig.savefig(buf, format=fmt_name, dpi=dpi, metadata=metadata, facecolor="white")
+        fig.savefig(buf, format="jpeg" if fmt_name == "jpg" else fmt_name, dpi=dpi, facecolor="white", **options)
     return buf.getvalue()
 
 
@@ -652,7 +692,8 @@ class Heading:
 
 @dataclass
 class Para:
-    text: str  # `code` spans allowed
+    text: str  # `code` and **bold** spans allowed
+    notice: bool = False  # set apart (a boxed paragraph; a quote in Markdown)
 
 
 @dataclass
@@ -686,7 +727,7 @@ def to_markdown(blocks: list[Block]) -> str:
         if isinstance(b, Heading):
             parts.append(f"{'#' * b.level} {b.text}")
         elif isinstance(b, Para):
-            parts.append(b.text)
+            parts.append(f"> {b.text}" if b.notice else b.text)
         elif isinstance(b, Items):
             parts.append("\n".join(f"- {item}" for item in b.items))
         elif isinstance(b, Table):
@@ -722,16 +763,15 @@ figure { margin: 1rem 0 1.6rem; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: .9rem; color: #555; margin-top: .3rem; }
 code { background: #f4f4f4; padding: 0 .25rem; border-radius: 3px; font-size: .9em; }
+p.notice { border-left: 4px solid #d9822b; background: #fff6ea; padding: .6rem .9rem; }
 """
 
-MIME = {"png": "image/png", "svg": "image/svg+xml"}
-
-
 def _inline(text: str) -> str:
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text, quote=False)).replace("\n", "<br>")
+    text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", html.escape(text, quote=False))
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text).replace("\n", "<br>")
 
 
-def to_html(blocks: list[Block], title: str, figures: dict[str, bytes], fmt_name: str) -> str:
+def to_html(blocks: list[Block], title: str, figures: dict[str, bytes]) -> str:
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>{html.escape(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>"]
@@ -739,7 +779,7 @@ def to_html(blocks: list[Block], title: str, figures: dict[str, bytes], fmt_name
         if isinstance(b, Heading):
             out.append(f"<h{b.level}>{_inline(b.text)}</h{b.level}>")
         elif isinstance(b, Para):
-            out.append(f"<p>{_inline(b.text)}</p>")
+            out.append(f'<p class="notice">{_inline(b.text)}</p>' if b.notice else f"<p>{_inline(b.text)}</p>")
         elif isinstance(b, Items):
             out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b.items) + "</ul>")
         elif isinstance(b, Table):
@@ -757,9 +797,9 @@ def to_html(blocks: list[Block], title: str, figures: dict[str, bytes], fmt_name
                        + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
         elif isinstance(b, FigureBlock):
             data = base64.b64encode(figures[b.name]).decode("ascii")
+            mime = MIME[Path(b.name).suffix[1:]]
             out.append(f'<figure id="fig-{html.escape(Path(b.name).stem)}"><img alt="{html.escape(b.caption)}" '
-                       f'src="data:{MIME[fmt_name]};base64,{data}"><figcaption>{_inline(b.caption)}</figcaption>'
-                       "</figure>")
+                       f'src="data:{mime};base64,{data}"><figcaption>{_inline(b.caption)}</figcaption></figure>')
     out += ["</body>", "</html>"]
     return "\n".join(out) + "\n"
 
@@ -786,16 +826,17 @@ def _protocol(methods: list[Method]) -> list[Block]:
             ("Overall and per-EV values are the evaluate stage's means over test images (`metrics/NAME.json`); "
              "under = EV < 0, over = EV > 0, zero = EV = 0."),
             (f"A metric shown as \"{NOT_COMPUTED}\" was not computed by the evaluate stage (e.g. a no-reference "
-             "metric without its weights); no value is substituted."),
+             "metric without its weights; the reason is in `metrics/details/NAME.json`); no value is substituted."),
         ]),
     ]
 
 
 def _capped(methods: list[Method]) -> str:
-    """'name: k of n images' for the methods with per-image PSNRs at the cap ('' when none)."""
+    """'name: k of n images' for the methods whose outputs score the PSNR cap on pairs that count in
+    the means (not identical pairs, which the means leave out); '' when none."""
     counts = []
     for m in methods:
-        values = [_float(r.get("psnr")) for r in m.per_image]
+        values = [_float(r.get("psnr")) for r in m.per_image if r.get("identical_pair") != "1"]
         hits = sum(1 for v in values if m.cap is not None and v is not None and v >= m.cap)
         if hits:
             counts.append(f"{m.name}: {hits} of {len(values)} images")
@@ -806,8 +847,65 @@ def _per_method(methods: list[Method], key: str) -> str:
     return ", ".join(f"{m.name}: {m.data.get(key)}" for m in methods)
 
 
+def _agreed(methods: list[Method], describe) -> str:
+    """`describe(method)` when every method gives the same, else each value with its methods."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for m in methods:
+        groups[describe(m)].append(m.name)
+    if len(groups) == 1:
+        return next(iter(groups))
+    return "; ".join(f"{value} ({', '.join(names)})" for value, names in groups.items())
+
+
+def _recorded(m: Method, *keys: str) -> bool:
+    return all(m.provenance.get(k) is not None for k in keys)
+
+
+def _data_line(m: Method) -> str:
+    p = m.provenance
+    if not _recorded(m, "data_source", "rendered_scenes", "rendered_images", "test_scenes", "test_images"):
+        return "not recorded"
+    return (f"`{p['data_source']}`: {p['rendered_scenes']} scenes, {p['rendered_images']} images rendered; "
+            f"test split: {p['test_scenes']} scenes, {p['test_images']} images")
+
+
+def _when(stamp) -> str:
+    return str(stamp).replace("T", " ").removesuffix("+00:00")[:16] + " UTC"
+
+
+def _provenance(methods: list[Method]) -> list[Block]:
+    """Where the numbers come from, as each method's evaluate run recorded it (metrics/details/NAME.json)."""
+    stamps = sorted(_when(m.provenance["evaluated_at"]) for m in methods if _recorded(m, "evaluated_at"))
+    date = "not recorded" if not stamps else stamps[0] if stamps[0] == stamps[-1] else f"{stamps[0]} to {stamps[-1]}"
+    if stamps and len(stamps) < len(methods):
+        date += f" ({len(methods) - len(stamps)} method(s) not recorded)"
+
+    def value(key):
+        return lambda m: f"`{m.provenance[key]}`" if _recorded(m, key) else "not recorded"
+
+    def machine(m):
+        p = m.provenance
+        if not _recorded(m, "machine", "device", "software"):
+            return "not recorded"
+        return f"{p['machine']}, device `{p['device']}`; {p['software']}"
+
+    return [Heading("Provenance"), Items([
+        f"Data: {_agreed(methods, _data_line)}.",
+        f"Code: git commit {_agreed(methods, value('git_commit'))}.",
+        f"Params hash (of params.yaml as parsed when evaluated): {_agreed(methods, value('params_hash'))}.",
+        f"Evaluated: {date}.",
+        f"Machine: {_agreed(methods, machine)}.",
+    ])]
+
+
+def _test_scenes(methods: list[Method]) -> int | None:
+    """The fewest test scenes any method was evaluated on, or None when none recorded it."""
+    counts = [int(m.provenance["test_scenes"]) for m in methods if number(m.provenance.get("test_scenes")) is not None]
+    return min(counts) if counts else None
+
+
 def build(params: dict) -> tuple[list[Block], dict[str, Figure], list[dict]]:
-    """The report's blocks, its figures (name -> matplotlib Figure) and the leaderboard rows."""
+    """The report's blocks, its figures (file name -> matplotlib Figure) and the leaderboard rows."""
     cfg = params["report"]
     methods = load_methods()
     latency = load_latency()
@@ -816,18 +914,28 @@ def build(params: dict) -> tuple[list[Block], dict[str, Figure], list[dict]]:
     colors = method_colors(names + sorted(set(logs) - set(names)))
     logs = dict(sorted(logs.items(), key=lambda kv: (kv[0] not in names, names.index(kv[0]) if kv[0] in names
                                                      else 0, kv[0])))
-    rows = leaderboard(methods, latency)
+    scenes = _test_scenes(methods)
+    ranked = scenes is None or scenes >= MIN_RANKED_SCENES
+    rows = leaderboard(methods, latency, ranked)
     ext = cfg["figure_format"]
     images = Images()
     figures: dict[str, Figure] = {}
 
     headlines = sorted({str(m.data.get("headline_reference")) for m in methods})
     n_images = sorted({m.data.get("n_images") for m in methods if number(m.data.get("n_images")) is not None})
+    order = "Ranked by headline PSNR." if ranked else "Listed by headline PSNR, not ranked (see below)."
     blocks: list[Block] = [
         Heading(cfg["title"], 1),
         Para(f"{len(methods)} method(s) on {' / '.join(str(n) for n in n_images) or 'an unknown number of'} test "
-             f"image(s), headline reference `{'`, `'.join(headlines)}`. Ranked by headline PSNR."),
+             f"image(s), headline reference `{'`, `'.join(headlines)}`. {order}"),
     ]
+    if not ranked:
+        blocks.append(Para(f"**Too few test scenes to rank the methods:** the test split has {scenes} scene(s), "
+                           f"fewer than {MIN_RANKED_SCENES}. Differences between methods on so few scenes say more "
+                           "about the scenes than about the methods: the leaderboard lists them by mean PSNR without "
+                           "rank numbers. Add photos (`data.source`) or raise `split.fractions.test` to rank them.",
+                           notice=True))
+    blocks += _provenance(methods)
     if len(n_images) > 1:
         blocks.append(Para("Warning: the methods were evaluated on different numbers of test images "
                            f"({_per_method(methods, 'n_images')}); "
@@ -846,11 +954,17 @@ def build(params: dict) -> tuple[list[Block], dict[str, Figure], list[dict]]:
                  "(`seconds_per_megapixel`, the evaluate device)." if latency else
                  "s / MP: seconds per megapixel measured by the evaluate stage (`seconds_per_megapixel`) on its "
                  "device; no inference benchmark (`reports/bench/infer_latency.json`) was found.")
+    identical = sorted({int(number(m.data.get("n_identical_pairs"))) for m in methods
+                        if number(m.data.get("n_identical_pairs"))})
+    if identical:
+        notes.append(f"{' / '.join(map(str, identical))} test pair(s) have an input identical to the reference "
+                     "(EV 0 renders of a photo, `n_identical_pairs`): they are left out of the overall, under and "
+                     "over means and kept in the EV 0 values, where doing nothing scores the PSNR cap.")
     capped = _capped(methods)
     if capped:
-        notes.append("Warning: some outputs are identical to their reference and score the PSNR cap "
-                     f"({capped}); such images weigh heavily in a mean PSNR, so compare the per-EV and "
-                     "under / over values too.")
+        notes.append("Warning: some outputs are identical to their reference and score the PSNR cap on pairs that "
+                     f"count in the means ({capped}); such images weigh heavily in a mean PSNR, so compare the "
+                     "per-EV and under / over values too.")
     blocks += [Heading("Leaderboard"), _leaderboard_table(rows, methods, latency), Items(notes),
                Heading("Other metrics"), _other_metrics_table(methods)]
     blocks += _reference_tables(methods)
@@ -888,22 +1002,7 @@ def build(params: dict) -> tuple[list[Block], dict[str, Figure], list[dict]]:
     else:
         blocks.append(Para(f"No training logs (`{MODELS}/NAME/train_log.csv`) found."))
 
-    blocks.append(Heading("Qualitative examples"))
-    rows_grid = grid_rows(methods, cfg["max_examples"])
-    fig = figure_grid(rows_grid, methods, images)
-    if fig is not None:
-        figures[f"qualitative.{ext}"] = fig
-        worst = [r for r in rows_grid if r.highlight]
-        caption = (f"Rows: {len(rows_grid) - len(worst)} test example(s) (the same for every method, up to "
-                   f"`report.max_examples` = {cfg['max_examples']})")
-        caption += (", then each model's worst case by PSNR (its column outlined in red)" if worst else "")
-        caption += "; columns: input, every method (leaderboard order), reference; PSNR under each output."
-        blocks.append(FigureBlock(f"qualitative.{ext}", caption))
-        if worst:
-            blocks.append(Items([f"worst of {r.highlight}: {' '.join(r.label.splitlines()[2:])}, PSNR "
-                                 f"{fmt(r.cells[r.highlight][1], 2)} dB" for r in worst]))
-    else:
-        blocks.append(Para("No example outputs in the metrics files (`examples`, `worst`)."))
+    blocks += _qualitative(methods, cfg, images, figures)
     fig = figure_luma(methods, images, colors)
     if fig is not None:
         figures[f"luma_histograms.{ext}"] = fig
@@ -915,12 +1014,41 @@ def build(params: dict) -> tuple[list[Block], dict[str, Figure], list[dict]]:
         blocks.append(Para("Images named in the metrics files but not found or unreadable (shown as \"missing\"): "
                            + ", ".join(f"`{p}`" for p in images.missing) + "."))
 
-    inputs = [m.source.as_posix() for m in methods] + [f"{METRICS}/{m.source.stem}_per_image.csv" for m in methods
-                                                        if m.per_image]
+    inputs = [p.as_posix() for m in methods for p in (m.source, m.details_source)]
+    inputs += [f"{METRICS}/{m.source.stem}_per_image.csv" for m in methods if m.per_image]
     inputs += [f"{MODELS}/{name}/train_log.csv" for name in logs] + ([LATENCY.as_posix()] if latency else [])
     blocks += [Heading("Inputs"), Para("This report was built by `expocorr report` from: "
                                        + ", ".join(f"`{p}`" for p in sorted(inputs)) + ".")]
     return blocks, figures, rows
+
+
+def _qualitative(methods: list[Method], cfg: dict, images: Images, figures: dict[str, Figure]) -> list[Block]:
+    """The example grid (input / the grid methods / reference) and each model's worst case, as JPEG."""
+    chosen = grid_methods(methods, cfg["grid_methods"])
+    blocks: list[Block] = [Heading("Qualitative examples")]
+    rows = grid_rows(chosen, cfg["max_examples"])
+    fig = figure_photos(rows, ["input", *(kind_name(m) for m in chosen), "reference"], images, cfg["dpi"])
+    if fig is not None:
+        figures["qualitative.jpg"] = fig
+        how = (f"the best {cfg['grid_methods']} by headline PSNR, oracles and the identity passed over"
+               if isinstance(cfg["grid_methods"], int) else "as listed")
+        blocks.append(FigureBlock("qualitative.jpg", (
+            f"One row per test pair (scene, EV), the same for every method: {len(rows)} of the examples the "
+            f"evaluate stage kept (`report.max_examples` = {cfg['max_examples']}); columns: the input, the methods "
+            f"of `report.grid_methods` ({how}: {', '.join(m.name for m in chosen)}) and the reference; PSNR under "
+            "each output.")))
+    else:
+        blocks.append(Para("No example outputs in the metrics files (`examples` of `metrics/details/NAME.json`)."))
+    worst = worst_rows(methods, chosen)
+    fig = figure_photos([row for _, row in worst], ["input", "output", "reference"], images, cfg["dpi"])
+    if fig is not None:
+        figures["worst_cases.jpg"] = fig
+        blocks += [Heading("Worst cases"),
+                   FigureBlock("worst_cases.jpg", "Each model's worst test pair by headline PSNR (and each grid "
+                               "baseline's): the input, the method's output and the reference."),
+                   Items([f"worst of {m.name}: {m.worst['scene']} at EV {ev_label(_ev_key(m.worst['ev']))}, PSNR "
+                          f"{fmt(number(m.worst.get('psnr')), 2)} dB (`{m.worst.get('output')}`)" for m, _ in worst])]
+    return blocks
 
 
 def _json_safe(value):
@@ -933,14 +1061,15 @@ def run(params: dict) -> None:
     """Write reports/report.md, report.html, leaderboard.json and figures/ from metrics/ and the train logs."""
     cfg = params["report"]
     blocks, figures, rows = build(params)
-    rendered = {name: render_figure(fig, cfg["figure_format"], cfg["dpi"]) for name, fig in figures.items()}
+    rendered = {name: render_figure(fig, Path(name).suffix[1:], cfg["dpi"]) for name, fig in figures.items()}
     with atomic_dir(FIGURES) as tmp:
         os.chmod(tmp, 0o755)
         for name, data in rendered.items():
             (tmp / name).write_bytes(data)
     write_text(OUT / "report.md", to_markdown(blocks))
-    write_text(OUT / "report.html", to_html(blocks, cfg["title"], rendered, cfg["figure_format"]))
+    write_text(OUT / "report.html", to_html(blocks, cfg["title"], rendered))
     leader = [{k: _json_safe(v) for k, v in row.items()} for row in rows]
     write_text(OUT / "leaderboard.json", json.dumps(leader, indent=2, ensure_ascii=False) + "\n")
+    write_plot_data(leader)  # reports/plots/*.csv and reports/leaderboard.csv (dvc plots, snakemake --report)
     log.info("report: %d method(s), %d figure(s) -> %s, %s", len(rows), len(rendered), OUT / "report.md",
              OUT / "report.html")

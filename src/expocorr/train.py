@@ -147,19 +147,60 @@ def validate(model: nn.Module, rows: list[dict], device: torch.device) -> dict[s
     return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
-def sample_grid(model: nn.Module, rows: list[dict], device: torch.device, n: int = 3, side: int = 128) -> np.ndarray:
-    """Input | output | reference for the first `n` val rows, each resized to `side` px high (uint8)."""
+def sample_rows(rows: list[dict], n: int = 4) -> list[dict]:
+    """`n` val rows for the sample grid: under- and over-exposed in turn from successive scenes (by
+    name), the darkest input of one scene, the brightest of the next, and so on (deterministic)."""
+    scenes: dict[str, list[dict]] = {}
+    for row in rows:
+        scenes.setdefault(row["scene"], []).append(row)
+    names, picks = sorted(scenes), []
+    for k in range(2 * len(names)):  # each (scene, under/over) once, alternating
+        over = (k + (k // len(names) if len(names) % 2 == 0 else 0)) % 2
+        side = [r for r in scenes[names[k % len(names)]] if (float(r["ev"]) > 0 if over else float(r["ev"]) < 0)]
+        if side:
+            picks.append((max if over else min)(side, key=lambda r: float(r["ev"])))
+    return (picks or rows)[:n]
+
+
+GRID_COLUMNS = ("input", "output", "reference")
+GRID_HEADER = 22  # px
+
+
+def _label(image: np.ndarray, text: str, origin: tuple[int, int], scale: float = 0.45) -> None:
     import cv2
 
-    lines = []
-    for row in rows[:n]:
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def sample_grid(model: nn.Module, rows: list[dict], device: torch.device, side: int = 128) -> np.ndarray:
+    """Input | output | reference of `rows` (uint8): each image fitted into tiles of one size, `side` px
+    high, under a header naming the columns, with each row's scene and EV written on its input."""
+    import cv2
+
+    images = []
+    for row in rows:
         image, reference = read_rgb(row["input"]), read_rgb(row["reference"])
-        tiles = [image, run_model(model, image, device), reference]
-        w = max(1, round(side * image.shape[1] / image.shape[0]))
-        lines.append(np.concatenate([cv2.resize(t, (w, side), interpolation=cv2.INTER_AREA) for t in tiles], 1))
-    width = max(line.shape[1] for line in lines)
-    lines = [np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0))) for line in lines]
-    return to_uint8(np.concatenate(lines, 0))
+        images.append((row, [image, run_model(model, image, device), reference]))
+    width = max(round(side * tiles[0].shape[1] / tiles[0].shape[0]) for _, tiles in images)
+    header = np.full((GRID_HEADER, width * len(GRID_COLUMNS), 3), 40, np.uint8)
+    for i, name in enumerate(GRID_COLUMNS):
+        _label(header, name, (i * width + 6, GRID_HEADER - 7), 0.55)
+    lines = [header]
+    for row, tiles in images:
+        cells = []
+        for t in tiles:
+            h, w = t.shape[:2]
+            scale = min(side / h, width / w)
+            small = to_uint8(cv2.resize(t, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                        interpolation=cv2.INTER_AREA))
+            cell = np.zeros((side, width, 3), np.uint8)
+            y, x = (side - small.shape[0]) // 2, (width - small.shape[1]) // 2
+            cell[y:y + small.shape[0], x:x + small.shape[1]] = small
+            cells.append(cell)
+        cv2.rectangle(cells[0], (0, side - 18), (width - 1, side - 1), (0, 0, 0), -1)
+        _label(cells[0], f"{row['scene']} EV {float(row['ev']):+g}", (4, side - 5), 0.4)
+        lines.append(np.concatenate(cells, 1))
+    return np.concatenate(lines, 0)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -291,19 +332,11 @@ def _train(params: dict, name: str, proc: Dist) -> None:
         log.info("train %s: resuming after epoch %d from %s", name, state["epoch"], ckpt)
 
     if proc.main:
-        experiment_id = tracking.setup(params)
-        if run_id is None:
-            run = tracking.retry(mlflow.start_run, experiment_id=experiment_id, run_name=name, tags={
-                "model": name, "git_commit": tracking.git_commit(), "params_hash": fingerprint,
-                "device": str(device), "world_size": str(proc.world),
-                "pretrained": str(getattr(model, "pretrained", "n/a")),
-                "perceptual": str(getattr(model, "perceptual", "n/a")),
-            })
-            run_id = run.info.run_id
-            logged = tracking.flatten({"common": common, name: cfg}, "train.")
-            tracking.retry(mlflow.log_params, {k: str(v) for k, v in logged.items()})
-        else:
-            tracking.retry(mlflow.start_run, run_id=run_id)
+        run_id = _start_run(params, name, run_id, history, {
+            "params_hash": fingerprint, "device": str(device), "world_size": str(proc.world),
+            "pretrained": str(getattr(model, "pretrained", "n/a")), "perceptual": str(getattr(model, "perceptual", "n/a")),
+        })
+        samples = sample_rows(val_rows)
 
     patience = common["early_stopping_patience"]
     loaded = None
@@ -368,7 +401,7 @@ def _train(params: dict, name: str, proc: Dist) -> None:
             metrics = {k: v for k, v in row.items() if k != "epoch"}
             tracking.retry(mlflow.log_metrics, metrics, step=row["epoch"])
             if row["epoch"] % common["sample_every"] == 0 or row["epoch"] == epochs:
-                tracking.retry(mlflow.log_image, sample_grid(model, val_rows, device),
+                tracking.retry(mlflow.log_image, sample_grid(model, samples, device),
                                artifact_file=f"samples/epoch_{row['epoch']:03d}.png")
             log.info("train %s: epoch %d/%d loss %.4f val PSNR %.2f dB (identity %.2f) SSIM %.4f, %.1f s", name,
                      row["epoch"], epochs, row["train_loss"], row["val_psnr"], row["val_psnr_identity"],
@@ -387,6 +420,28 @@ def _train(params: dict, name: str, proc: Dist) -> None:
     if proc.main:
         _finish(name, params, model, best, history, run_id, device)
         shutil.rmtree(ckpt.parent, ignore_errors=True)
+
+
+def _start_run(params: dict, name: str, run_id: str | None, history: list[dict], tags: dict) -> str:
+    """Open the training run: the checkpoint's (resuming) when it is in this store's experiment, else a
+    new one, tagged (`kind`, `model`, `stage`, `dataset`, ...), with its params and datasets logged."""
+    experiment_id = tracking.setup(params)
+    if tracking.own_run(run_id, experiment_id) is not None:
+        tracking.retry(mlflow.start_run, run_id=run_id)
+        return run_id
+    if run_id is not None:
+        log.warning("train %s: the checkpoint's run %s is not in experiment %r of %s: logging to a new run", name,
+                    run_id, params["tracking"]["experiment"], tracking.configured_uri(params))
+    digests = tracking.split_digests()
+    run = tracking.retry(mlflow.start_run, experiment_id=experiment_id, run_name=name, tags={
+        "kind": "model", "model": name, "stage": "train", "dataset": tracking.dataset_tag(params, digests),
+        "git_commit": tracking.git_commit(), **tags})
+    settings = {"common": params["train"]["common"], name: params["train"][name]}
+    tracking.log_params({**tracking.data_params(params), **tracking.model_params(name, settings)})
+    tracking.log_splits(params, digests, ["train", "val"])
+    for row in history:  # epochs a resumed checkpoint ran before
+        tracking.retry(mlflow.log_metrics, {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+    return run.info.run_id
 
 
 def _finish(name: str, params: dict, model: nn.Module, best: dict, history: list[dict], run_id: str,
@@ -411,16 +466,18 @@ def _finish(name: str, params: dict, model: nn.Module, best: dict, history: list
     }
     columns = list(dict.fromkeys(k for row in history for k in row))
     write_csv(files["log"], history, columns)
+    with atomic_path(files["model"]) as tmp:
+        torch.save(checkpoint, tmp)
     tracking.retry(mlflow.log_metrics, {"best_val_psnr": best["val_psnr"], "best_val_ssim": best["val_ssim"],
-                                        "best_epoch": best["epoch"], "val_psnr_identity_final": identity})
+                                        "best_epoch": best["epoch"], "val_psnr_identity_final": identity,
+                                        "train_seconds": sum(row["seconds"] for row in history)})
+    tracking.retry(mlflow.set_tag, "model_sha256", tracking.file_sha256(files["model"]))
     tracking.retry(mlflow.log_artifact, str(files["log"]))
     tracking.retry(mlflow.pytorch.log_model, exportable(model), name="model", pip_requirements=PIP_REQUIREMENTS,
                    serialization_format="pickle")
     tracking.retry(mlflow.end_run)
-    with atomic_path(files["model"]) as tmp:
-        torch.save(checkpoint, tmp)
     write_text(files["run"], json.dumps({"run_id": run_id, "experiment": params["tracking"]["experiment"],
-                                         "tracking_uri": tracking.tracking_uri(params)}, indent=2) + "\n")
+                                         "tracking_uri": tracking.configured_uri(params)}, indent=2) + "\n")
     log.info("train %s: kept epoch %d (select: %s), val PSNR %.2f dB vs identity %.2f dB -> %s", name, best["epoch"],
              cfg["select"], best["val_psnr"], identity, files["model"])
 

@@ -25,5 +25,10 @@ wildcard_constraints:
     model="|".join(MODELS) or "NO_MODEL",
 
 
+# Threads of the jobs that use the whole machine (train, evaluate_<method>): --cores, as DVC gives each
+# stage all of it. `snakemake --report` takes no --cores (it runs nothing): 1 there.
+ALL_CORES = workflow.resource_settings.cores or 1
+
+
 def stage_log(stage):
     return f"logs/{stage}.log"

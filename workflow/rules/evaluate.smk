@@ -3,9 +3,9 @@
 # evaluate.baselines (which also read render.* : the oracle inverts the synthesis). Every one reads the
 # metrics code and the downloaded network weights (the Inception Score's, when evaluate.noref names them).
 
-for _method, _depends, _params in [(m, f"models/{m}/model.pt", ["evaluate"]) for m in MODELS] + [
-    (b, "src/expocorr/baselines", ["evaluate", "render"]) for b in BASELINES
-]:
+for _method, _depends, _params, _subcategory in [
+    (m, f"models/{m}/model.pt", ["evaluate"], "Models") for m in MODELS
+] + [(b, "src/expocorr/baselines", ["evaluate", "render"], "Baselines") for b in BASELINES]:
 
     rule:
         name:
@@ -18,15 +18,19 @@ for _method, _depends, _params in [(m, f"models/{m}/model.pt", ["evaluate"]) for
             "data/downloads/weights",
             _depends,
         output:
-            json=f"metrics/{_method}.json",
-            per_image=f"metrics/{_method}_per_image.csv",
+            json=report(f"metrics/{_method}.json", caption="../report/metrics.rst", category="Metrics",
+                        subcategory=_subcategory, labels={"method": _method, "table": "summary (JSON)"}),
+            per_image=report(f"metrics/{_method}_per_image.csv", caption="../report/per_image.rst",
+                             category="Metrics", subcategory=_subcategory,
+                             labels={"method": _method, "table": "per image (CSV)"}),
+            details=f"metrics/details/{_method}.json",
             results=directory(f"results/{_method}"),
         params:
             method=_method,
             **{section: config[section] for section in _params},
         log:
             f"logs/evaluate_{_method}.log",
-        threads: workflow.cores  # as many as DVC gives it: same threads, same floating-point sums
+        threads: ALL_CORES  # as many as DVC gives it: same threads, same floating-point sums
         shell:
             # The shell string is formatted when the job runs, after the loop has moved on: take the
             # method from params (bound now), not from the loop variable.

@@ -13,14 +13,15 @@ rule train:
         "src/expocorr/models/{model}.py",
     output:
         model="models/{model}/model.pt",
-        log=report("models/{model}/train_log.csv", caption="../report/train_log.rst", category="Training"),
+        log=report("models/{model}/train_log.csv", caption="../report/train_log.rst", category="Training",
+                   labels={"model": "{model}", "table": "train_log.csv"}),
         run="models/{model}/mlflow_run.json",
     params:
         common=config["train"]["common"],
         model=lambda wildcards: config["train"][wildcards.model],
     log:
         "logs/train_{model}.log",
-    threads: workflow.cores
+    threads: ALL_CORES
     resources:
         gpu=config["train"]["common"]["gpus"],
     shell:
