@@ -4,7 +4,8 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "params.yaml"
+# No `configfile:` directive: Snakemake evaluates YTE templates in a config file (`__use_yte__`), so
+# workflow/rules/common.smk reads params.yaml as plain YAML data, as every stage does.
 report: "workflow/report/workflow.rst"  # the landing page of `snakemake --report`
 
 

@@ -1,9 +1,13 @@
-"""Safe archive extraction: refused members, decompression bombs, corrupt archives, good archives."""
+"""Safe archive extraction: refused members, decompression bombs, free space, corrupt archives, good archives."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import math
 import os
+import re
+import shutil
 import stat
 import struct
 import tarfile
@@ -14,9 +18,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from expocorr.archives import ArchiveError, extract
+import workspace
+from expocorr.archives import RATIO_FLOOR, ArchiveError, extract
 
 BIG = 10**12  # a max_bytes no test archive reaches
+RATIO = 100  # data.max_compression_ratio's default
 PHOTO_BYTES = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()  # incompressible
 
 
@@ -105,11 +111,11 @@ def box(tmp_path):
     return SimpleNamespace(root=tmp_path, outer=outer, target=target, write=write)
 
 
-def refuse(box, archive: Path, max_bytes: int = BIG) -> str:
+def refuse(box, archive: Path, max_bytes: int | None = BIG, max_ratio: float = RATIO) -> str:
     """Extract `archive`, expecting ArchiveError; nothing anywhere may change. Returns the message."""
     before = tree(box.root)
     with pytest.raises(ArchiveError) as err:
-        extract(archive, box.target, max_bytes)
+        extract(archive, box.target, max_bytes, max_ratio)
     assert tree(box.root) == before  # target untouched, nothing written next to it or elsewhere
     message = str(err.value)
     assert message.startswith(f"{archive}: ")
@@ -216,7 +222,7 @@ def test_tar_link_escaping_through_a_link_extracted_after_it_is_refused(box):
 def test_tar_circular_links_inside_are_not_an_escape(box):
     members = [tar_entry("a", tarfile.SYMTYPE, "b"), tar_entry("b", tarfile.SYMTYPE, "a"), ("c.txt", b"c")]
     archive = box.write("loop.tar", tar_bytes(members))
-    extract(archive, box.target, BIG)
+    extract(archive, box.target, BIG, RATIO)
     assert tree(box.target) == {"a": ("link", "b"), "b": ("link", "a"), "c.txt": ("file", b"c")}
 
 
@@ -237,8 +243,8 @@ def test_zip_bomb_declaring_more_than_max_bytes_is_refused(box):
     archive = box.write("bomb.zip", zip_bytes([("small.txt", b"x"), ("zeros.bin", bytes(size))]))
     assert archive.stat().st_size < 200_000
     assert refuse(box, archive, max_bytes=10_000_000) == (
-        f"{archive}: refused: declares {size + 1} uncompressed bytes, more than "
-        f"data.max_archive_bytes = 10000000 (a decompression bomb?)"
+        f"{archive}: refused: member 'zeros.bin' brings the declared uncompressed size to {size + 1} bytes, "
+        f"more than data.max_archive_bytes = 10000000 (a decompression bomb?)"
     )
 
 
@@ -246,10 +252,10 @@ def test_tar_gz_bomb_declaring_more_than_max_bytes_is_refused(box):
     size = 50 * 2**20
     archive = box.write("bomb.tar.gz", tar_bytes([("a.bin", bytes(size // 2)), ("b.bin", bytes(size // 2))], "w:gz"))
     assert archive.stat().st_size < 200_000
-    message = refuse(box, archive, max_bytes=size - 1)
+    message = refuse(box, archive, max_bytes=size - 1, max_ratio=10**6)
     assert message == (
-        f"{archive}: refused: declares {size} uncompressed bytes, more than "
-        f"data.max_archive_bytes = {size - 1} (a decompression bomb?)"
+        f"{archive}: refused: member 'b.bin' brings the declared uncompressed size to {size} bytes, "
+        f"more than data.max_archive_bytes = {size - 1} (a decompression bomb?)"
     )
 
 
@@ -268,7 +274,7 @@ def test_zip_with_a_forged_huge_declared_size_is_refused(box):
     forged = _patch_zip_sizes(zip_bytes([("photo.jpg", PHOTO_BYTES)]), 0xFFFF0000)
     assert zipfile.ZipFile(io.BytesIO(forged)).getinfo("photo.jpg").file_size == 0xFFFF0000
     archive = box.write("forged.zip", forged)
-    assert "declares 4294901760 uncompressed bytes" in refuse(box, archive, max_bytes=10**9)
+    assert "the declared uncompressed size to 4294901760 bytes" in refuse(box, archive, max_bytes=10**9)
 
 
 def test_zip_with_a_forged_small_declared_size_cannot_write_more(box):
@@ -282,8 +288,104 @@ def test_zip_with_a_forged_small_declared_size_cannot_write_more(box):
 
 def test_declared_size_equal_to_max_bytes_is_accepted(box):
     archive = box.write("exact.zip", zip_bytes([("a.bin", bytes(600)), ("b.bin", bytes(400))]))
-    extract(archive, box.target, 1000)
+    extract(archive, box.target, 1000, RATIO)
     assert tree(box.target) == {"a.bin": ("file", bytes(600)), "b.bin": ("file", bytes(400))}
+
+
+# ----------------------------------------------------------------------------- compression ratio, free space
+
+
+def test_zip_of_zeros_expanding_1000_to_1_is_refused_naming_the_member(box):
+    """A real zip: 10 MiB of zeros deflate to about 10 kB; refused with no max_archive_bytes set (the default)."""
+    size = 10 * 2**20
+    archive = box.write("zeros.zip", zip_bytes([("notes.txt", b"fine"), ("zeros.bin", bytes(size))]))
+    packed = zipfile.ZipFile(archive).getinfo("zeros.bin").compress_size
+    assert size / packed > 1000
+    assert refuse(box, archive, max_bytes=None) == (
+        f"{archive}: refused: member 'zeros.bin' expands {size / packed:.0f}:1 ({size} bytes from {packed}), "
+        f"more than data.max_compression_ratio = 100 (a decompression bomb?)"
+    )
+
+
+def test_zip_of_many_small_members_is_refused_by_its_total_ratio(box):
+    """Each member declares under RATIO_FLOOR, so none is judged alone; their running total is."""
+    archive = box.write("parts.zip", zip_bytes([(f"part{i:02d}.bin", bytes(RATIO_FLOOR // 2)) for i in range(40)]))
+    packed = archive.stat().st_size
+    message = refuse(box, archive, max_bytes=None)
+    pattern = (rf"{re.escape(str(archive))}: refused: member 'part\d\d\.bin' brings the declared uncompressed size "
+               rf"to (\d+) bytes, (\d+) times the archive's {packed} bytes, more than data\.max_compression_ratio "
+               rf"= 100 \(a decompression bomb\?\)")
+    total = int(re.fullmatch(pattern, message).group(1))
+    assert 100 * packed < total <= 100 * packed + RATIO_FLOOR // 2  # refused at the member that crossed the limit
+
+
+def test_tar_gz_bomb_is_refused_at_its_first_member(box):
+    """The tar stream is judged member by member: the second 10 MiB of zeros is never decompressed."""
+    size = 10 * 2**20
+    archive = box.write("zeros.tar.gz", tar_bytes([("a.bin", bytes(size)), ("b.bin", bytes(size))], "w:gz"))
+    packed = archive.stat().st_size
+    assert refuse(box, archive, max_bytes=None) == (
+        f"{archive}: refused: member 'a.bin' brings the declared uncompressed size to {size} bytes, "
+        f"{size / packed:.0f} times the archive's {packed} bytes, more than data.max_compression_ratio = 100 "
+        f"(a decompression bomb?)"
+    )
+
+
+def test_compression_ratio_up_to_the_limit_is_accepted(box):
+    """4 MiB that deflate about 8:1 (like a flat 16-bit scan): refused under its ratio, accepted at it."""
+    data = np.repeat(np.random.default_rng(2).integers(0, 256, 2**18, dtype=np.uint8), 16).tobytes()
+    archive = box.write("scan.zip", zip_bytes([("scan.tif", data)]))
+    info = zipfile.ZipFile(archive).getinfo("scan.tif")
+    ratio = info.file_size / info.compress_size
+    assert len(data) > RATIO_FLOOR and 4 < ratio < 20
+    assert f"member 'scan.tif' expands {ratio:.0f}:1" in refuse(box, archive, max_ratio=math.floor(ratio))
+    extract(archive, box.target, None, math.ceil(ratio))
+    assert tree(box.target) == {"scan.tif": ("file", data)}
+
+
+def sparse_tar(name: str, size: int) -> bytes:
+    """A tar whose one member declares `size` bytes, stored as 5 bytes of data and a hole: a GNU sparse
+    file (PAX format 0.1, which GNU tar also lists and extracts at that size)."""
+    info = tarfile.TarInfo(name)
+    info.size = 5
+    info.pax_headers = {"GNU.sparse.size": str(size), "GNU.sparse.numblocks": "2",
+                        "GNU.sparse.map": f"0,5,{size},0"}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        tf.addfile(info, io.BytesIO(b"hello"))
+    assert tarfile.open(fileobj=io.BytesIO(buf.getvalue())).getmember(name).size == size
+    return buf.getvalue()
+
+
+def test_archive_declaring_more_than_the_free_space_is_refused(box):
+    """Checked against the disk the archive is extracted to, before anything is written."""
+    size = shutil.disk_usage(box.outer).free + 2**30
+    archive = box.write("disk.tar", sparse_tar("disk.img", size))
+    assert archive.stat().st_size < 20_000
+    message = refuse(box, archive, max_bytes=None)
+    pattern = (rf"{re.escape(str(archive))}: refused: member 'disk\.img' brings the declared uncompressed size to "
+               rf"{size} bytes, more than the (\d+) bytes free on the disk of {re.escape(str(box.outer))}")
+    free = int(re.fullmatch(pattern, message).group(1))
+    assert size - 2 * 2**30 < free < size
+
+
+@pytest.mark.slow
+def test_download_refuses_a_1000_to_1_zip_in_one_line(tmp_path):
+    """`expocorr download` with the default params (no max_archive_bytes, ratio 100), data.url a file:// zip."""
+    bomb = tmp_path / "photos.zip"
+    bomb.write_bytes(zip_bytes([("photos/a.png", PHOTO_BYTES), ("photos/zeros.png", bytes(10 * 2**20))]))
+    sha256 = hashlib.sha256(bomb.read_bytes()).hexdigest()
+    repo = workspace.make(tmp_path, lambda p: p["data"].update(source="url", url=bomb.as_uri(), sha256=sha256))
+    out = workspace.run(["expocorr", "download"], repo, check=False)
+    assert out.returncode == 1
+    errors = [line for line in out.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert re.search(r"download failed: \S+photos\.zip: refused: member 'photos/zeros\.png' expands \d+:1 "
+                     r"\(10485760 bytes from \d+\), more than data\.max_compression_ratio = 100 "
+                     r"\(a decompression bomb\?\)$", errors[0]), errors[0]
+    cache = repo / "data" / "cache"
+    assert [p.suffix for p in cache.iterdir()] == [".zip"]  # the download, nothing extracted beside it
+    assert not any((repo / "data" / "downloads").iterdir())
 
 
 # ----------------------------------------------------------------------------- corrupt archives
@@ -378,7 +480,7 @@ def test_good_tar_extracts_fully_and_replaces_the_target(box, mode):
     members = [tar_entry("photos", tarfile.DIRTYPE), tar_entry("photos/empty", tarfile.DIRTYPE)]
     members += list(GOOD_FILES.items())
     archive = box.write("photos.tar", tar_bytes(members, mode))
-    assert extract(archive, box.target, BIG) == box.target
+    assert extract(archive, box.target, BIG, RATIO) == box.target
     assert tree(box.target) == GOOD_TREE  # earlier content replaced, all or nothing
     assert sorted(os.listdir(box.outer)) == ["sibling.txt", "target"]  # no temporary left
 
@@ -386,14 +488,14 @@ def test_good_tar_extracts_fully_and_replaces_the_target(box, mode):
 def test_good_zip_extracts_fully_and_replaces_the_target(box):
     members = [("photos/", b""), ("photos/empty/", b"")] + list(GOOD_FILES.items())
     archive = box.write("photos.zip", zip_bytes(members))
-    assert extract(str(archive), str(box.target), BIG) == box.target
+    assert extract(str(archive), str(box.target), BIG, RATIO) == box.target
     assert tree(box.target) == GOOD_TREE
     assert sorted(os.listdir(box.outer)) == ["sibling.txt", "target"]
 
 
 def test_zip_with_stored_members_and_no_folder_entries(box):
     archive = box.write("flat.zip", zip_bytes(list(GOOD_FILES.items()), zipfile.ZIP_STORED))
-    extract(archive, box.target, BIG)
+    extract(archive, box.target, BIG, RATIO)
     assert tree(box.target) == {k: v for k, v in GOOD_TREE.items() if k != "photos/empty"}
 
 
@@ -405,7 +507,7 @@ def test_tar_links_inside_the_target_are_kept(box):
         tar_entry("copy.jpg", tarfile.LNKTYPE, "photos/beach.jpg"),
     ]
     archive = box.write("links.tar.gz", tar_bytes(members, "w:gz"))
-    extract(archive, box.target, BIG)
+    extract(archive, box.target, BIG, RATIO)
     assert tree(box.target) == {
         "copy.jpg": ("file", PHOTO_BYTES),
         "photos": ("dir",),
@@ -419,7 +521,7 @@ def test_tar_links_inside_the_target_are_kept(box):
 def test_target_parent_is_created(box):
     archive = box.write("photos.zip", zip_bytes([("a.txt", b"a")]))
     target = box.root / "new" / "deeper" / "target"
-    assert extract(archive, target, BIG) == target
+    assert extract(archive, target, BIG, RATIO) == target
     assert tree(target) == {"a.txt": ("file", b"a")}
 
 
@@ -452,7 +554,7 @@ def test_zip_over_the_offset_limit_without_zip64_records_extracts(box, monkeypat
     wrapped = box.write("HDRPS_Raws.zip", wrap_offsets(plain, 4096))
     with zipfile.ZipFile(wrapped) as zf, pytest.raises(zipfile.BadZipFile):  # what zipfile alone makes of it
         [zf.read(name) for name in files]
-    extract(wrapped, box.target, BIG)
+    extract(wrapped, box.target, BIG, RATIO)
     assert {k: v for k, v in tree(box.target).items() if v[0] == "file"} == {k: ("file", v) for k, v in files.items()}
 
 
@@ -461,5 +563,5 @@ def test_zip_with_data_prepended_is_left_as_zipfile_reads_it(box, monkeypatch):
     monkeypatch.setattr("expocorr.archives.ZIP_WRAP", 4096)
     body = zip_bytes(list(GOOD_FILES.items()), zipfile.ZIP_STORED)
     archive = box.write("sfx.zip", b"#!/bin/sh\n" + bytes(5000) + body)
-    extract(archive, box.target, BIG)
+    extract(archive, box.target, BIG, RATIO)
     assert tree(box.target) == {k: v for k, v in GOOD_TREE.items() if k != "photos/empty"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -15,10 +16,12 @@ import pytest
 import skimage.data
 import torch
 from PIL import Image, ImageCms
+import yaml
 from torch import nn
 
 import workspace
 from expocorr import cli, inference, models, params
+from expocorr.correct import DEFAULT_MAX_MEGAPIXELS, MANIFEST
 from expocorr.models.registry import MODELS
 from expocorr.photo_io import read_photo
 
@@ -189,7 +192,7 @@ def test_one_bad_file_in_a_folder(photos, tmp_path, caplog):
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 2 and all("\n" not in e for e in errors)
     assert any("broken.jpg" in e for e in errors) and any("truncated.png" in e for e in errors)
-    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
+    assert sorted(p.name for p in out.rglob("*") if p.is_file() and p.name != MANIFEST) == [
         "a_corrected.jpg", "b_corrected.png", "c_corrected.png", "d_corrected.png", "e_corrected.tif"]
     assert not list(out.rglob(".*.tmp"))  # nothing half-written
 
@@ -207,6 +210,40 @@ def test_never_overwrites_an_input_unless_asked(photos, caplog):
     assert any("--overwrite" in r.getMessage() for r in caplog.records)
     assert correct(str(photos / "b.png"), "--model", "clahe", "--suffix", "", "--overwrite") == 0
     assert (photos / "b.png").read_bytes() != before
+
+
+def test_existing_files_are_replaced_only_when_our_own_unchanged_outputs(photos, caplog):
+    """An output path holding a file correct did not write (or one changed since) is left alone unless
+    --overwrite; correct's own earlier outputs, recorded with their sha256 in the folder's manifest, are
+    replaced by a rerun."""
+    out = photos / "a_corrected.jpg"
+    out.write_bytes(b"the user's own file")
+    assert correct(str(photos / "a.jpg"), "--model", "he") == 1
+    assert out.read_bytes() == b"the user's own file"
+    assert any("exists and is not an unchanged output of expocorr correct" in r.getMessage() and "--overwrite" in
+               r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+    assert correct(str(photos / "a.jpg"), "--model", "he", "--overwrite") == 0
+    assert correct(str(photos / "a.jpg"), "--model", "clahe") == 0  # its own output: replaced
+    recorded = json.loads((photos / MANIFEST).read_text())["outputs"]
+    assert recorded == {"a_corrected.jpg": hashlib.sha256(out.read_bytes()).hexdigest()}
+    out.write_bytes(out.read_bytes() + b"edited")  # changed since: no longer ours
+    caplog.clear()
+    assert correct(str(photos / "a.jpg"), "--model", "he") == 1
+    assert out.read_bytes().endswith(b"edited") and any("exists" in r.getMessage() for r in caplog.records)
+
+
+def test_max_megapixels_comes_from_the_params_file(photos, tmp_path, caplog):
+    assert DEFAULT_MAX_MEGAPIXELS == params.load(REPO / "params.yaml")["correct"]["max_megapixels"]
+    small = params.load(REPO / "params.yaml")
+    small["correct"]["max_megapixels"] = 0.001  # 60×80 = 0.0048 MP
+    (tmp_path / "small.yaml").write_text(yaml.safe_dump(small))
+    assert correct(str(photos / "a.jpg"), str(photos / "b.png"), "--model", "he",
+                   "--params", str(tmp_path / "small.yaml")) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 2 and all("too large: " in e and "correct.max_megapixels = 0.001" in e for e in errors)
+    small["correct"]["max_megapixels"] = 179  # above Pillow's own decompression-bomb limit
+    with pytest.raises(params.ParamsError, match=r"correct\.max_megapixels: 179 is out of range"):
+        params.validate(small)
 
 
 def test_camera_raw_becomes_a_16_bit_tiff(tmp_path, make_dng):

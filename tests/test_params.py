@@ -1,17 +1,26 @@
-"""params.yaml validation: every invalid edit of the real file is one ParamsError naming the key path."""
+"""params.yaml validation: every invalid edit of the real file, and every file that is more than plain YAML
+data, is one ParamsError naming the file and key path. Also what `expocorr train` checks before training
+(GPUs, memory) and its one-line failures (VGG weights holding pickled objects, a full disk under MLflow)."""
 
 from __future__ import annotations
 
-import re
-
 import copy
+import logging
+import os
+import re
+import resource
+import signal
 import subprocess
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
+import torch
 import yaml
 
-from expocorr import params
+from expocorr import cli, machine, params
+from expocorr.models.vgg import load_features, vgg_features
 from expocorr.tables import write_csv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,6 +107,26 @@ DICT_CASES = [
      "data.msec.validation.url: required when data.source is 'msec'", []),
     ("bad-headline-reference", _set("evaluate.headline_reference", "expert c"), "evaluate.headline_reference:", []),
     ("empty-experiment", _set("tracking.experiment", ""), "tracking.experiment: must not be empty", []),
+    # upper bounds: each of these was accepted, then climbed in memory, spawned without end or crashed
+    ("huge-batch", _set("train.common.batch_size", 1_000_000), "train.common.batch_size: 1000000 is out of range",
+     ["<= 1024"]),
+    ("huge-arch-width", _set("train.zerodce.arch.width", 10_000_000), "train.zerodce.arch.width: 10000000 is out",
+     ["<= 256"]),
+    ("huge-exponet-base", _set("train.exponet.arch.base", 100_000), "train.exponet.arch.base: 100000 is out", []),
+    ("huge-gpus", _set("train.common.gpus", 10_000), "train.common.gpus: 10000 is out of range", ["<= 64"]),
+    ("huge-num-workers", _set("train.common.num_workers", 1_000_000), "train.common.num_workers: 1000000 is out",
+     ["<= 64"]),
+    ("huge-max-side", _set("render.max_side", 10**9), "render.max_side: 1000000000 is out of range", ["<= 16384"]),
+    ("huge-epochs", _set("train.common.epochs", 10**9), "train.common.epochs: 1000000000 is out of range", []),
+    ("huge-steps", _set("train.common.steps_per_epoch", 10**9), "train.common.steps_per_epoch: 1000000000 is out", []),
+    ("huge-curriculum-patch", _set("train.msec.patch_curriculum", [[0, 100_000]]),
+     "train.msec.patch_curriculum.0.1: 100000 is out of range", ["<= 4096"]),
+    ("huge-curriculum-batch", _set("train.msec.patch_curriculum", [[0, 64, 1_000_000]]),
+     "train.msec.patch_curriculum.0.2: 1000000 is out of range", ["<= 1024"]),
+    ("huge-msec-channels", _set("train.msec.arch.channels", [8, 12, 12, 100_000]),
+     "train.msec.arch.channels.3: 100000 is out of range", []),
+    ("huge-seed", _set("train.common.seed", 2**64), "train.common.seed:", ["out of range"]),
+    ("key-with-newline", _set("split.se\nERROR forged", 1), "split.'se\\nERROR forged': unknown key", []),
 ]
 
 
@@ -134,7 +163,34 @@ TEXT_CASES = [
      "split.seed (line", ["key given twice"]),
     ("missing-section-in-text", lambda text: re.sub(r"\nreport:\n(?:  .*\n)+", "\n", text),
      "report: missing required key", []),
+    # not plain data: refused before anything is built (each was loaded, run or expanded before)
+    ("billion-laughs", lambda text: _lol(9) + text.replace("  evs:", "  evs: *a8\n  old_evs:", 1),
+     "not plain YAML data: line 1: YAML anchors and aliases", []),
+    ("one-alias", lambda text: text.replace("  seed: 0\n  fractions:", "  seed: &s 0\n  fractions:", 1),
+     "not plain YAML data:", ["anchors and aliases"]),
+    ("deep-nesting", lambda text: text + "deep: " + "[" * 100_000 + "]" * 100_000 + "\n",
+     "not plain YAML data:", ["nested deeper than 16 levels"]),
+    ("yte", lambda text: "__use_yte__: true\n" + text.replace("title: expocorr report",
+                                                              "title: ?__import__('os').getpid()"),
+     "__use_yte__: YTE templating is not supported", []),
+    ("python-tag", lambda text: text.replace("seed: 0                    # noise seed",
+                                             "seed: !!python/object/apply:os.getpid []"),
+     "not plain YAML data:", ["YAML tags", "python/object/apply:os.getpid"]),
+    ("str-tag", lambda text: text.replace("title: expocorr report", "title: !!str expocorr report"),
+     "not plain YAML data:", ["YAML tags"]),
+    ("local-tag", lambda text: text.replace("title: expocorr report", "title: !custom expocorr report"),
+     "not plain YAML data:", ["YAML tags ('!custom')"]),
+    ("merge-key", lambda text: text.replace("  noise:\n", "  noise:\n    <<: {shot: 0.0}\n", 1),
+     "not plain YAML data:", ["merge keys"]),
+    ("oversized", lambda text: text + "#" * (1 << 20) + "\n", "larger than a params file can be", []),
 ]
+
+
+def _lol(levels: int) -> str:
+    """A "billion laughs": each anchor a list of ten aliases of the one before (10 ** (levels - 1) strings)."""
+    lines = ['lol: [&a0 "lol", ' + ", ".join('"lol"' for _ in range(9)) + "]"]
+    lines += [f"lol{i}: &a{i} [{', '.join(f'*a{i - 1}' for _ in range(10))}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
 
 
 @pytest.mark.parametrize("edit, key, extra", [c[1:] for c in TEXT_CASES], ids=[c[0] for c in TEXT_CASES])
@@ -286,3 +342,140 @@ def test_cli_good_params_writes_splits(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for name in ("train", "val", "test"):
         assert (tmp_path / f"data/splits/{name}.csv").is_file()
+
+
+def test_fifo_and_device_are_refused_unread(tmp_path):
+    """A FIFO would block the read forever (no writer) and a device never ends: neither is read."""
+    fifo = tmp_path / "params.yaml"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(params.ParamsError, match="cannot read the params file: not a regular file"):
+            params.load(path)
+
+
+# --- the machine: GPUs present and the memory of the largest batch, before training starts ----------
+
+
+def test_machine_check_passes_the_default_params(base):
+    for name in ("zerodce", "exponet"):
+        machine.check_training(base, name)
+
+
+def test_machine_check_refuses_a_batch_beyond_memory(base):
+    p = copy.deepcopy(base)
+    p["train"]["common"].update(batch_size=1024, patch_size=4096)  # each within the schema's bounds
+    with pytest.raises(machine.MachineError, match=r"^train\.zerodce: a batch of 1024 at 4096 px needs at least "
+                                                   r"[0-9.]+ GiB .* more than the [0-9.]+ GiB (available in RAM|free)"):
+        machine.check_training(p, "zerodce")
+
+
+def test_machine_check_refuses_more_gpus_than_visible(base):
+    if torch.cuda.device_count() >= 4:
+        pytest.skip("4 GPUs are visible")
+    p = copy.deepcopy(base)
+    p["train"]["common"]["gpus"] = 4
+    with pytest.raises(machine.MachineError, match=r"^train\.common\.gpus: 4 "):
+        machine.check_training(p, "zerodce")
+    p["train"]["common"]["device"] = "cpu"  # 4 CPU processes (DDP over gloo) are what was asked for
+    machine.check_training(p, "zerodce")
+
+
+def _train_cli(tmp_path, monkeypatch, caplog, edit) -> tuple[int, list[str]]:
+    """`expocorr train` (its entry point, in this process) on params edited by `edit`, in an empty folder:
+    the exit code and the error lines it logged."""
+    p = yaml.safe_load(PARAMS.read_text())
+    edit(p)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.INFO)
+    code = cli.main(["train", "--model", p["train"]["models"][0]])
+    return code, [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_cli_train_refuses_a_batch_beyond_memory_with_one_line(tmp_path, monkeypatch, caplog):
+    def edit(p):
+        p["train"]["models"] = ["zerodce"]
+        p["train"]["common"].update(batch_size=1024, patch_size=4096)
+
+    code, errors = _train_cli(tmp_path, monkeypatch, caplog, edit)
+    assert code == 1 and len(errors) == 1, errors
+    assert errors[0].startswith("train failed: train.zerodce: a batch of 1024 at 4096 px needs at least"), errors
+    assert not (tmp_path / "models").exists()
+
+
+class Evil:
+    """Unpickling this would run a shell command."""
+
+    def __reduce__(self):
+        return (os.system, ("echo PWNED > /tmp/expocorr-vgg-pwned",))
+
+
+def test_pickled_vgg_weights_are_refused_with_one_line(tmp_path, monkeypatch, caplog):
+    """A VGG weights file carrying a pickled object: one line naming the file, the payload never runs, and
+    nothing suggests loading it unsafely."""
+    torch.save({"features.0.weight": Evil()}, tmp_path / "vgg16.pth")
+
+    def edit(p):
+        p["train"]["models"] = ["hdr_autoencoder"]
+        p["train"]["hdr_autoencoder"]["arch"]["vgg_weights"] = "vgg16.pth"
+
+    code, errors = _train_cli(tmp_path, monkeypatch, caplog, edit)
+    assert code == 1 and len(errors) == 1, errors
+    assert errors[0] == ("train failed: train.hdr_autoencoder.arch: vgg16.pth: not loadable VGG weights: it holds "
+                         "pickled Python objects, refused for safety"), errors
+    assert "weights_only" not in caplog.text and "Traceback" not in caplog.text
+    assert not Path("/tmp/expocorr-vgg-pwned").exists()
+
+
+def test_bad_vgg_weights_files_are_one_line_errors(tmp_path):
+    features = vgg_features("vgg16")
+    cases = {"missing.pth": "no such VGG weights file", "text.pth": "not a PyTorch weights file",
+             "list.pth": "not a state_dict of VGG weights", "vgg19.pth": "not torchvision VGG features weights"}
+    (tmp_path / "text.pth").write_text("not weights\n")
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    torch.save(vgg_features("vgg19").state_dict(), tmp_path / "vgg19.pth")
+    for name, reason in cases.items():
+        with pytest.raises(ValueError) as info:
+            load_features(features, tmp_path / name)
+        message = str(info.value)
+        assert message.startswith(f"{tmp_path / name}: ") and reason in message and "\n" not in message, message
+    torch.save(vgg_features("vgg16").state_dict(), tmp_path / "vgg16.pth")
+    load_features(features, tmp_path / "vgg16.pth")  # the control: a real layout loads
+
+
+def _tiny_splits(folder: Path) -> None:
+    """data/splits/{train,val,test}.csv of one 32×32 pair each (real PNGs)."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        images = folder / "data/rendered/images" / split
+        images.mkdir(parents=True)
+        for kind in ("input", "reference"):
+            cv2.imwrite(str(images / f"{kind}.png"), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+        write_csv(folder / f"data/splits/{split}.csv",
+                  [{"scene": split, "ev": -1.0, "input": str(images / "input.png"),
+                    "reference": str(images / "reference.png"), "source": "srgb"}],
+                  ["scene", "ev", "input", "reference", "source"])
+
+
+def test_full_disk_under_mlflow_is_one_line(tmp_path, monkeypatch, caplog):
+    """Writes past 64 kB fail (RLIMIT_FSIZE, as a full disk): MLflow's SQLite store raises "disk I/O error"
+    through SQLAlchemy; `expocorr train` stops with one line naming the store, exit 1."""
+    _tiny_splits(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # restored after the test (MLflow sets it)
+
+    def edit(p):
+        p["train"]["models"] = ["zerodce"]
+        p["train"]["common"].update(epochs=1, steps_per_epoch=1, batch_size=1, patch_size=16)
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, hard))
+    try:
+        code, errors = _train_cli(tmp_path, monkeypatch, caplog, edit)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    assert code == 1 and len(errors) == 1, errors
+    assert errors[0].startswith("train failed: cannot write the MLflow tracking store sqlite:///"), errors
+    assert errors[0].endswith("mlflow.db: disk I/O error (is the disk full?)"), errors
+    assert "Traceback" not in caplog.text

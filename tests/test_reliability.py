@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import resource
 import signal
 import subprocess
+import threading
 import time
 from glob import escape as glob_escape
 from pathlib import Path
@@ -17,6 +20,7 @@ import pytest
 import skimage.data
 import torch
 import workspace
+import yaml
 
 from expocorr.inference import MethodError, load_model
 from expocorr.tables import read_csv
@@ -166,11 +170,12 @@ def bad_input_corpus(folder: Path) -> dict[str, str]:
     _write(add("one_pixel", "dot.png"), photo[:1, :1])
     add("fake_raw", "random.dng").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes())
     os.symlink(folder / "gone.jpg", add("unreadable", "dangling.jpg"))
+    os.symlink("/dev/zero", add("device_link", "zero.jpg"))  # endless: must be refused, not read
     _write(add("spaces_non_ascii", "été à la plage ü.jpg"), photo[::-1], quality=92)
     return kinds
 
 
-BAD = {"truncated_jpeg", "zero_byte", "text_as_jpeg", "fake_raw", "unreadable"}
+BAD = {"truncated_jpeg", "zero_byte", "text_as_jpeg", "fake_raw", "unreadable", "device_link"}
 
 
 @pytest.mark.slow
@@ -231,3 +236,188 @@ def test_a_50_megapixel_photo_through_the_stages_and_correct(tmp_path):
                   repo)
     out = cv2.imread(str(tmp_path / "out/huge_corrected.jpg"))
     assert out.shape == (5800, 8700, 3)
+
+
+# --- hostile photos for `expocorr correct`: bounded memory, regular files only, the real reason, quoted names ---
+
+FORGED = "evil\nERROR forged.jpg"  # a name that would print a forged log line if not quoted
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory):
+    """One `expocorr correct --model clahe` run (a real subprocess, its own peak RSS) over a folder of hostile
+    files and a FIFO named on the command line; returns (exit code, peak RSS bytes, stderr lines, the folder)."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("hostile")
+    folder = root / "photos"
+    folder.mkdir()
+    Image.new("1", (13000, 13000)).save(folder / "huge.png")  # 20 kB declaring 169 megapixels
+    os.symlink("/dev/zero", folder / "zero.jpg")
+    os.mkfifo(folder / "pipe.jpg")
+    (folder / "notes.jpg").write_text("not a photo\n")
+    (folder / FORGED).write_text("not a photo either\n")
+    _write(folder / "good.jpg", skimage.data.chelsea(), quality=90)
+    proc = subprocess.Popen(["expocorr", "correct", str(folder), str(folder / "pipe.jpg"), "--model", "clahe",
+                             "-o", str(root / "out")], cwd=REPO, env=workspace.env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    timer = threading.Timer(120, proc.kill)  # a read that blocks (the FIFO) fails the test instead of hanging it
+    timer.start()
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    timer.cancel()
+    return os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024, stderr.splitlines(), folder
+
+
+def _error_for(lines: list[str], name: str) -> str:
+    hits = [line for line in lines if " ERROR " in line and repr(name)[1:-1] in line]
+    assert len(hits) == 1, (name, lines)
+    return hits[0]
+
+
+def test_huge_declared_png_is_refused_before_decoding_in_bounded_memory(hostile_run):
+    code, peak, lines, folder = hostile_run
+    assert code == 1 and not any("Traceback" in line for line in lines), lines
+    line = _error_for(lines, "huge.png")
+    assert "13000×13000" in line and "correct.max_megapixels = 100" in line and "not decoded" in line
+    # Without the check it decoded: 6.8 GB. Now the process stays at its imports (torch, OpenCV, ...).
+    assert peak < 1024**3, f"peak RSS {peak / 1024**3:.2f} GB"
+    assert (folder.parent / "out" / "good_corrected.jpg").exists()  # the batch went on
+
+
+def test_fifo_and_link_to_a_device_are_refused_unread(hostile_run):
+    _, _, lines, folder = hostile_run
+    assert "links to a character device, not a regular file" in _error_for(lines, "zero.jpg")
+    assert "is a FIFO (named pipe), not a regular file" in _error_for(lines, "pipe.jpg")  # named twice: one line
+
+
+def test_unknown_format_is_named_as_such(hostile_run):
+    assert "unknown format" in _error_for(hostile_run[2], "notes.jpg")
+
+
+def test_file_names_in_messages_are_quoted(hostile_run):
+    _, _, lines, folder = hostile_run
+    assert f"'{folder}/evil\\nERROR forged.jpg': unknown format" in _error_for(lines, FORGED)
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ", line) for line in lines), lines
+
+
+@contextlib.contextmanager
+def _unprivileged():
+    """Root reads any file: as root, act as the user `nobody` (effective ids only, restored after)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def test_unreadable_photo_names_permission_denied(tmp_path, make_dng):
+    from expocorr.images import ImageError
+    from expocorr.photo_io import read_photo
+
+    photo, raw = tmp_path / "private.jpg", tmp_path / "private.dng"
+    _write(photo, skimage.data.chelsea(), quality=90)
+    make_dng(raw, np.full((64, 96, 3), 0.25))
+    read_photo(raw)  # readable now (and rawpy imported before the ids change)
+    messages = []
+    for path in (photo, raw):
+        path.chmod(0)
+        with _unprivileged(), pytest.raises(ImageError) as err:
+            read_photo(path)
+        messages.append(str(err.value))
+    assert messages == [f"{str(path)!r}: cannot read: Permission denied" for path in (photo, raw)]
+
+
+def test_raw_file_above_the_pixel_limit_is_refused_before_developing(tmp_path, make_dng):
+    from expocorr.images import ImageError
+    from expocorr.photo_io import read_photo
+
+    make_dng(tmp_path / "shot.dng", np.full((64, 96, 3), 0.25))
+    assert read_photo(tmp_path / "shot.dng", max_megapixels=0.01).rgb.shape[:2] == (64, 96)
+    with pytest.raises(ImageError, match=r"'.*shot\.dng': too large: 96×64 pixels \(0\.006144 megapixels\), "
+                                         r"above correct\.max_megapixels = 0\.001; not decoded"):
+        read_photo(tmp_path / "shot.dng", max_megapixels=0.001)
+
+
+def test_file_larger_than_a_photo_within_the_limit_is_refused_unread(tmp_path):
+    from expocorr.images import ImageError
+    from expocorr.photo_io import max_file_bytes, read_photo
+
+    big = tmp_path / "big.tif"
+    with open(big, "wb") as f:
+        f.truncate(max_file_bytes(0.1) + 1)  # sparse: no disk used
+    with pytest.raises(ImageError, match=r"'.*big\.tif': too large: \d+ MiB, above the \d+ MiB"):
+        read_photo(big, max_megapixels=0.1)
+
+
+# --- model files: the model asked for, finite weights and outputs ---
+
+
+def _save_model(path: Path, name: str, edit=None) -> Path:
+    """A real model `name` (params.yaml's architecture, seeded) saved as the train stage saves it; `edit(state)`
+    may change its weights first."""
+    from expocorr import models
+
+    arch = yaml.safe_load((REPO / "params.yaml").read_text())["train"][name]["arch"]
+    torch.manual_seed(0)
+    state = models.build(name, arch).state_dict()
+    if edit is not None:
+        edit(state)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": name, "arch": arch, "state_dict": state, "params": {}}, path)
+    return path
+
+
+def test_model_file_of_another_model_is_refused_by_evaluate_and_correct(tmp_path, monkeypatch, caplog):
+    from expocorr import cli, inference
+
+    monkeypatch.chdir(tmp_path)
+    _save_model(tmp_path / "models/msec/model.pt", "zerodce")  # a zerodce file where msec's should be
+    with pytest.raises(MethodError, match=r"^'models/msec/model.pt': records model 'zerodce', not 'msec'"):
+        inference.load_method("msec")  # what `expocorr evaluate --method msec` builds its corrector with
+    _write(tmp_path / "a.jpg", skimage.data.chelsea()[:60, :80], quality=90)
+    for spec in ("msec", "models/msec/model.pt"):
+        caplog.clear()
+        assert cli.main(["correct", "a.jpg", "--model", spec]) == 1
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and "'models/msec/model.pt': records model 'zerodce', not 'msec'" in errors[0]
+    assert not (tmp_path / "a_corrected.jpg").exists()
+    _save_model(tmp_path / "mine/model.pt", "zerodce")  # outside the train layout: the file says what it is
+    assert inference.load_method("mine", path=tmp_path / "mine/model.pt").name == "zerodce"
+
+
+def test_nan_weights_are_refused_at_load(tmp_path, monkeypatch, caplog):
+    from expocorr import cli
+
+    def poison(state):
+        next(v for k, v in state.items() if k.endswith("weight"))[0].fill_(float("nan"))
+
+    path = _save_model(tmp_path / "models/zerodce/model.pt", "zerodce", poison)
+    with pytest.raises(MethodError, match=r"model.pt': \d+ non-finite weights \(NaN or infinite\), first in '"):
+        load_model(path)
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "a.jpg", skimage.data.chelsea()[:60, :80], quality=90)
+    assert cli.main(["correct", "a.jpg", "--model", "zerodce"]) == 1
+    assert any("'models/zerodce/model.pt': " in r.getMessage() and "non-finite weights" in r.getMessage()
+               for r in caplog.records if r.levelno >= logging.ERROR)
+    assert not (tmp_path / "a_corrected.jpg").exists()  # not an all-black image with exit code 0
+
+
+def test_non_finite_output_is_refused_naming_the_model_file(tmp_path):
+    from expocorr import inference
+
+    def overflow(state):  # finite weights of alternating sign, so large that the activations become inf - inf
+        for v in state.values():
+            if v.is_floating_point():
+                v.copy_(torch.where(torch.arange(v.numel()).reshape(v.shape) % 2 == 0, 3e38, -3e38))
+
+    path = _save_model(tmp_path / "zerodce/model.pt", "zerodce", overflow)
+    method = inference.load_method("zerodce", path=path)
+    rgb = skimage.data.chelsea()[:60, :80].astype(np.float32) / 255
+    with pytest.raises(MethodError, match=rf"^{re.escape(repr(str(path)))}: gave non-finite values"):
+        method(rgb, {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -211,13 +213,34 @@ def test_non_finite_loss_stops_with_a_clear_error(data_repo, tmp_path):
     assert not (repo / "models" / MODEL / "model.pt").exists()
 
 
+def listeners(proc: subprocess.Popen) -> set[tuple[str, int]]:
+    """The TCP addresses that `proc` and its descendants listen on, sampled until it exits."""
+    seen: set[tuple[str, int]] = set()
+    root = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            for p in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    seen.update((c.laddr.ip, c.laddr.port) for c in p.net_connections("tcp")
+                                if c.status == psutil.CONN_LISTEN)
+        time.sleep(0.2)  # the stores and gloo listen for the whole run
+    return seen
+
+
 def test_ddp_two_processes_on_cpu(data_repo, tmp_path):
-    """`train.common.gpus: 2` relaunches under torchrun: DDP over gloo, one writer, one MLflow run."""
+    """`train.common.gpus: 2` runs 2 processes: DDP over gloo, one writer, one MLflow run, loopback only."""
     edit = tiny(models=("exponet", "exposure_gan"), gpus=2, device="cpu")
     repo = clone(data_repo, tmp_path, lambda p: (edit(p), p["train"]["common"].update(batch_size=4)))
     for model in ("exponet", "exposure_gan"):
-        out = train(repo, model)
-        assert "launching 2 processes" in out.stderr
+        with open(tmp_path / f"{model}.err", "w+") as err:
+            proc = subprocess.Popen(["expocorr", "train", "--model", model], cwd=repo, env=workspace.env(),
+                                    stdout=subprocess.DEVNULL, stderr=err, text=True)
+            bound = listeners(proc)
+            err.seek(0)
+            stderr = err.read()
+        assert proc.returncode == 0, stderr
+        assert bound and {ip for ip, _ in bound} <= {"127.0.0.1", "::1"}, f"listening beyond loopback: {bound}"
+        assert "launching 2 processes" in stderr
         assert state(repo, model)["metadata"]["device"] == "cpu"
         assert len(read_csv(repo / "models" / model / "train_log.csv")) == 2
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")

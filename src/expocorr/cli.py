@@ -11,7 +11,7 @@ from pathlib import Path
 import importlib
 
 from expocorr import params
-from expocorr.errors import UserError
+from expocorr.errors import UserError, printable
 
 # Stage name -> (module with its `run` entry point, help). Modules are imported on use: torch and
 # MLflow load only for the stages that need them.
@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         loaded = params.load(args.params)
         stage = importlib.import_module(STAGES[args.stage][0])
         if args.stage == "train":
+            if "WORLD_SIZE" not in os.environ:  # checked once, before any process is launched
+                importlib.import_module("expocorr.machine").check_training(loaded, args.model)
             stage.relaunch_distributed(loaded, sys.argv[1:] if argv is None else argv)
             stage.run(loaded, args.model)
         elif args.stage == "evaluate":
@@ -72,10 +74,28 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, OSError) as exc:  # bad input, a missing file, a full disk: one line, no traceback
         logging.getLogger("expocorr").error("%s failed: %s", args.stage, exc)
         return 1
-    except Exception:
-        logging.getLogger("expocorr").exception("%s failed with an unexpected error", args.stage)
-        return 2
+    except Exception as exc:
+        reason = _store_write_failure(exc)
+        if reason is None:
+            logging.getLogger("expocorr").exception("%s failed with an unexpected error", args.stage)
+            return 2
+        mlflow = sys.modules.get("mlflow")
+        store = f" {printable(mlflow.get_tracking_uri())}" if mlflow else ""
+        logging.getLogger("expocorr").error("%s failed: cannot write the MLflow tracking store%s: %s (is the disk "
+                                            "full?)", args.stage, store, reason)
+        return 1
     return 0
+
+
+def _store_write_failure(exc: BaseException | None) -> str | None:
+    """SQLite's reason when `exc` (or an error it was raised from) is a write that the disk refused:
+    MLflow's store raises them wrapped in SQLAlchemy's and its own types, not as OSError."""
+    while exc is not None:
+        for reason in ("disk I/O error", "database or disk is full"):
+            if reason in str(exc):
+                return reason
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 if __name__ == "__main__":

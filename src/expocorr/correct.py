@@ -2,21 +2,26 @@
 
     expocorr correct PHOTO_OR_FOLDER... [--model NAME|PATH] [-o OUTDIR] [--suffix _corrected]
                      [--format same|jpg|png|tif] [--quality 95] [--device auto] [--overwrite]
+                     [--params params.yaml]
 
 Folders are searched recursively for JPEG, PNG, TIFF and camera raw files. The method is loaded once
 and applied through `expocorr.inference` — the code path of the evaluate stage, with its
 full-resolution strategies — and each photo is read and written by `expocorr.photo_io` (bit depth,
-alpha, grayscale, orientation, EXIF and ICC profile kept). One bad file is one error line naming it;
-the others are still corrected and the exit code is 1. Outputs are written atomically and never
-replace an input unless ``--overwrite`` is given.
+alpha, grayscale, orientation, EXIF and ICC profile kept). One bad file is one error line naming it
+(quoted); the others are still corrected and the exit code is 1. Photos declaring more than
+``correct.max_megapixels`` are refused before decoding, which bounds the memory. Outputs are written
+atomically; each folder's MANIFEST records the sha256 of what was written there, and an existing file
+is replaced only when it is such an output, unchanged, and not an input — or with ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
 from tqdm import tqdm
@@ -29,6 +34,9 @@ METRICS = Path("metrics")
 # What a baseline learns about a user's photo: nothing of a synthesis (no EV); sRGB-encoded files.
 PHOTO_CTX = {"ev": None, "render": {"curve": "srgb", "gamma": 2.2, "tau": 1.0}}
 NOT_CORRECTORS = {"identity"}  # never the default: it changes nothing
+DEFAULT_MAX_MEGAPIXELS = 100.0  # correct.max_megapixels of params.yaml, used where there is no params file
+MANIFEST = ".expocorr-correct.json"  # in each output folder: output name -> sha256 of the bytes written
+MANIFEST_MAX_BYTES = 64 * 2**20
 
 
 class CorrectError(UserError, ValueError):
@@ -48,7 +56,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output format (default: same as the input; camera raw -> 16-bit TIFF)")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality 1-100 (default: 95)")
     parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps")
-    parser.add_argument("--overwrite", action="store_true", help="allow an output to replace an input file")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow an output to replace an existing file: an input, or a file this command did "
+                             "not write (default: only its own unchanged earlier outputs are replaced)")
+    parser.add_argument("--params", default=None,
+                        help="params file for correct.max_megapixels (default: params.yaml when the current folder "
+                             f"has one, else {DEFAULT_MAX_MEGAPIXELS:g})")
+
+
+def max_megapixels(params_file: str | None) -> float:
+    """`correct.max_megapixels` of `params_file` (None: ./params.yaml if present, else the default)."""
+    from expocorr import params
+
+    if params_file is None and not Path("params.yaml").is_file():
+        return DEFAULT_MAX_MEGAPIXELS
+    return float(params.load(params_file or "params.yaml")["correct"]["max_megapixels"])
 
 
 def best_method(metrics: Path = METRICS) -> str:
@@ -91,7 +113,7 @@ def load_corrector(spec: str | None, device, metrics: Path = METRICS):
     path = Path(spec)
     if spec.endswith(".pt") or (path.is_file() and spec not in BASELINES):
         if not path.is_file():
-            raise CorrectError(f"--model {spec}: no such model file")
+            raise CorrectError(f"--model {spec!r}: no such model file")
         return inference.load_method(path.parent.name, device, path=path)
     if spec in BASELINES:
         baseline = BASELINES[spec]
@@ -108,7 +130,7 @@ def collect(inputs: list[str], suffix: str, outdir: Path | None) -> tuple[list[t
 
     In folders, files ending in `suffix` (outputs of an earlier run) and anything under `outdir` are skipped.
     """
-    from expocorr.photo_io import is_photo
+    from expocorr.photo_io import is_photo, quoted
 
     found: list[tuple[Path, Path]] = []
     errors: list[str] = []
@@ -118,8 +140,9 @@ def collect(inputs: list[str], suffix: str, outdir: Path | None) -> tuple[list[t
         path = Path(item)
         if path.is_dir():
             # Broken links are kept: they get an error line like any unreadable photo, not silence.
+            # FIFOs and devices with a photo's suffix are kept too: read_photo refuses them with the reason.
             for f in sorted(p for p in path.rglob("*")
-                            if (p.is_file() or p.is_symlink()) and is_photo(p) and not p.name.startswith(".")):
+                            if not p.is_dir() and is_photo(p) and not p.name.startswith(".")):
                 if (suffix and f.stem.endswith(suffix)) or (
                         out_resolved is not None and out_resolved in f.resolve().parents):
                     skipped += 1
@@ -128,9 +151,10 @@ def collect(inputs: list[str], suffix: str, outdir: Path | None) -> tuple[list[t
         elif path.exists():
             found.append((path, path.parent))
         else:
-            errors.append(f"{path}: no such file or folder")
+            errors.append(f"{quoted(path)}: no such file or folder")
     if skipped:
-        log.info("correct: skipped %d files named *%s or inside the output folder (earlier outputs)", skipped, suffix)
+        log.info("correct: skipped %d files named *%s or inside the output folder (earlier outputs)", skipped,
+                 quoted(suffix))
     seen, unique = set(), []
     for f, root in found:
         key = f.resolve()
@@ -151,51 +175,105 @@ def output_path(photo_path: Path, root: Path, outdir: Path | None, suffix: str, 
     return outdir / photo_path.parent.relative_to(root) / name  # root: the folder given, or the photo's own
 
 
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_manifest(folder: Path) -> dict[str, str]:
+    """Output name -> sha256 that `correct` recorded writing in `folder` ({} when there is no readable one)."""
+    from expocorr.images import ImageError, read_regular
+
+    path = folder / MANIFEST
+    if not os.path.lexists(path):
+        return {}
+    try:
+        outputs = json.loads(read_regular(path, max_bytes=MANIFEST_MAX_BYTES))["outputs"]
+        return {str(k): str(v) for k, v in outputs.items()}
+    except (ImageError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("correct: %s: not a readable manifest (%s); the files there count as not ours", repr(str(path)),
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return {}
+
+
+def ours(out: Path, recorded: dict[str, str], max_bytes: int) -> bool:
+    """Whether the existing `out` is a regular file holding exactly what `correct` recorded writing there."""
+    from expocorr.images import ImageError, read_regular
+
+    if out.name not in recorded or out.is_symlink():
+        return False
+    try:
+        return sha256(read_regular(out, max_bytes=max_bytes)) == recorded[out.name]
+    except ImageError:
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     """Correct every photo named by `args`; 0 when all were written, 1 when any failed."""
     from expocorr import inference
-    from expocorr.photo_io import output_format, read_photo, write_photo
+    from expocorr.atomic import write_bytes, write_text
+    from expocorr.photo_io import encode_photo, max_file_bytes, output_format, quoted, read_photo
 
     if not 1 <= args.quality <= 100:
         raise CorrectError(f"--quality {args.quality}: must be 1..100")
+    limit = max_megapixels(args.params)
     outdir = Path(args.outdir) if args.outdir else None
     photos, errors = collect(args.inputs, args.suffix, outdir)
     for line in errors:
         log.error("correct: %s", line)
     if not photos:
-        raise CorrectError("no photos found (JPEG, PNG, TIFF or camera raw) in " + ", ".join(args.inputs))
+        raise CorrectError("no photos found (JPEG, PNG, TIFF or camera raw) in " + ", ".join(map(quoted, args.inputs)))
     device = inference.pick_device(args.device)
     corrector = load_corrector(args.model, device)
     inputs = {p.resolve() for p, _ in photos}
     outputs: dict[Path, Path] = {}  # output -> the photo it was written for, in this run
+    manifests: dict[Path, dict[str, str]] = {}  # output folder -> its manifest
     failed = len(errors)
     written = 0
     for path, root in tqdm(photos, desc=f"correct ({corrector.name})", unit="photo", disable=None):
+        name = quoted(path)
         try:
-            photo = read_photo(path)
+            photo = read_photo(path, limit)
             fmt = output_format(photo, args.format)
             out = output_path(path, root, outdir, args.suffix, fmt, photo.format)
+            recorded = manifests.setdefault(out.parent, read_manifest(out.parent))
             if out.resolve() in inputs and not args.overwrite:
-                raise CorrectError(f"{out} is an input photo; not overwritten (pass --overwrite, or change "
+                raise CorrectError(f"{quoted(out)} is an input photo; not overwritten (pass --overwrite, or change "
                                    "--suffix / -o)")
             if out.resolve() in outputs:
-                raise CorrectError(f"{out} was just written for {outputs[out.resolve()]}; not overwritten "
-                                   "(two photos with the same name and output format)")
+                raise CorrectError(f"{quoted(out)} was just written for {quoted(outputs[out.resolve()])}; not "
+                                   "overwritten (two photos with the same name and output format)")
+            if os.path.lexists(out) and not args.overwrite and not ours(out, recorded, max_file_bytes(limit)):
+                raise CorrectError(f"{quoted(out)} exists and is not an unchanged output of expocorr correct (not in "
+                                   f"{MANIFEST} there, or changed since); not replaced (pass --overwrite, or change "
+                                   "--suffix / -o)")
             if photo.alpha is not None and fmt == "jpeg":
-                log.warning("correct: %s: JPEG has no alpha channel; it is dropped in %s", path, out)
+                log.warning("correct: %s: JPEG has no alpha channel; it is dropped in %s", name, quoted(out))
             corrected = corrector(photo.rgb, PHOTO_CTX)
             photo.rgb = None  # the input pixels are no longer needed: free them before encoding
-            write_photo(out, photo, corrected, fmt, args.quality)
-            outputs[out.resolve()] = path
+            data = encode_photo(photo, corrected, fmt, args.quality)
             del corrected
+            target = out
+            try:
+                write_bytes(out, data)
+                recorded[out.name] = sha256(data)
+                target = out.parent / MANIFEST
+                write_text(target, json.dumps({"written_by": "expocorr correct", "outputs": recorded}, indent=1,
+                                              sort_keys=True) + "\n")
+            except OSError as exc:  # atomic's message has the name unquoted: say it again, quoted
+                raise CorrectError(f"{quoted(target)}: cannot write: {os.strerror(exc.errno) if exc.errno else exc}") \
+                    from None
+            outputs[out.resolve()] = path
             written += 1
-        except (UserError, OSError, ValueError, MemoryError) as exc:
+        except (UserError, OSError, ValueError) as exc:
             failed += 1
             message = str(exc)
-            log.error("correct: %s", message if message.startswith(str(path)) else f"{path}: {message}")
+            log.error("correct: %s", message if message.startswith(name) else f"{name}: {message}")
+        except MemoryError:
+            failed += 1
+            log.error("correct: %s: out of memory (lower correct.max_megapixels, or free memory)", name)
         except Exception as exc:  # a bug: still one line, and the other photos go on
             failed += 1
-            log.error("correct: %s: unexpected %s: %s", path, type(exc).__name__, exc)
+            log.error("correct: %s: unexpected %s: %r", name, type(exc).__name__, str(exc))
     log.info("correct: %d of %d photos corrected with %s%s", written, len(photos) + len(errors), corrector.name,
              f", {failed} failed" if failed else "")
     return 1 if failed else 0

@@ -232,7 +232,8 @@ def _collect_archives(archives: dict[str, dict], dest: Path, params: dict) -> tu
     skipped: list[dict] = []
     for split, spec in archives.items():
         archive = fetch(spec["url"], spec["sha256"], params["data"]["cache_dir"])
-        target = extract(archive, dest / split, params["data"]["max_archive_bytes"])
+        target = extract(archive, dest / split, params["data"]["max_archive_bytes"],
+                         params["data"]["max_compression_ratio"])
         rows += _index_msec(target, split, skipped)
     return rows, skipped
 
@@ -267,7 +268,8 @@ def run(params: dict) -> None:
             rows, skipped = stacks.collect(stacks.source_folder(data), tmp, data["stacks"]["preset"])
         elif source == "url":
             archive = fetch(data["url"], data["sha256"], data["cache_dir"])
-            extracted = extract(archive, Path(data["cache_dir"]) / f"{archive.name}.d", data["max_archive_bytes"])
+            extracted = extract(archive, Path(data["cache_dir"]) / f"{archive.name}.d", data["max_archive_bytes"],
+                                data["max_compression_ratio"])
             rows, skipped = _collect_folder(extracted, tmp, raw_only=False)
         else:  # msec
             rows, skipped = _collect_archives(data["msec"], tmp / "msec", params)

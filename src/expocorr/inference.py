@@ -1,7 +1,9 @@
 """Apply a method (a trained model or a baseline) to a photo: the one code path of `evaluate` and `correct`.
 
-Models are loaded from `models/NAME/model.pt` with ``weights_only=True``; denormal weights are
-flushed to zero on load (they made Zero-DCE many times slower on CPU).
+Models are loaded from `models/NAME/model.pt` with ``weights_only=True``; a file recording another
+model than the one asked for, or holding NaN or infinite weights, is refused; denormal weights are
+flushed to zero on load (they made Zero-DCE many times slower on CPU). A method's non-finite output
+is refused too, naming the model file (`Method`).
 
 Full resolution (`run_model`, `run_baseline`): an image whose long side is at most
 ``DIRECT_MAX_SIDE`` (512 px, the size of the default test split) goes through the method as it is.
@@ -127,30 +129,52 @@ def _first_lines(text: str, n: int = 2, limit: int = 300) -> str:
     return " ".join(line.strip() for line in text.splitlines()[:n])[:limit]
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """Build and load a model file written by the train stage; returns (model in eval mode, checkpoint)."""
+def non_finite_weights(module: nn.Module) -> tuple[int, str | None]:
+    """How many NaN or infinite values `module`'s parameters and buffers hold, and the first tensor's name."""
+    count, first = 0, None
+    for name, t in [*module.named_parameters(), *module.named_buffers()]:
+        if t.is_floating_point():
+            bad = int((~torch.isfinite(t)).sum())
+            count, first = count + bad, first or (name if bad else None)
+    return count, first
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu",
+               expected: str | None = None) -> tuple[nn.Module, dict]:
+    """Build and load a model file written by the train stage; returns (model in eval mode, checkpoint).
+
+    Refused, naming the file: pickled objects, a file recording another model than `expected`, and
+    non-finite (NaN or infinite) weights."""
     path = Path(path)
+    name = repr(str(path))
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise MethodError(f"{path}: no such model file (run the train stage first)") from None
+        raise MethodError(f"{name}: no such model file (run the train stage first)") from None
     except Exception as exc:  # weights_only=True refuses pickled objects (arbitrary code on load)
         text = str(exc)
         if "Unsupported global" in text or "GLOBAL" in text:
             reason = "it holds pickled Python objects, refused for safety (weights_only=True)"
         else:
             reason = "corrupt or not a PyTorch file"
-        raise MethodError(f"{path}: not a loadable expocorr model file: {reason}") from None
+        raise MethodError(f"{name}: not a loadable expocorr model file: {reason}") from None
     if not isinstance(checkpoint, dict) or not {"model", "arch", "state_dict"} <= checkpoint.keys():
-        raise MethodError(f"{path}: not an expocorr model file (needs model, arch and state_dict)")
+        raise MethodError(f"{name}: not an expocorr model file (needs model, arch and state_dict)")
+    if expected is not None and checkpoint["model"] != expected:
+        raise MethodError(f"{name}: records model {checkpoint['model']!r}, not {expected!r} as asked; refused "
+                          f"(a {checkpoint['model']} file in the place of a {expected} one?)")
     try:
         model = models.build(checkpoint["model"], checkpoint["arch"])
         model.load_state_dict(checkpoint["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise MethodError(f"{path}: weights do not fit model {checkpoint['model']!r}: {_first_lines(str(exc))}") from None
+        raise MethodError(f"{name}: weights do not fit model {checkpoint['model']!r}: {_first_lines(str(exc))}") from None
+    bad, first = non_finite_weights(model)
+    if bad:
+        raise MethodError(f"{name}: {bad} non-finite weights (NaN or infinite), first in {first!r}; refused "
+                          "(a diverged training or a damaged file)")
     flushed = flush_denormals(model)
     if flushed:
-        log.info("%s: flushed %d denormal weights to zero", path, flushed)
+        log.info("%s: flushed %d denormal weights to zero", name, flushed)
     torch.set_flush_denormal(True)
     return model.to(device).eval(), checkpoint
 
@@ -337,30 +361,41 @@ def run_baseline(fn, name: str, rgb: np.ndarray, ctx: dict) -> np.ndarray:
 class Method:
     """A named corrector: `method(rgb, ctx) -> rgb` (float32 H×W×3 in [0, 1]).
 
-    `ctx` carries what a baseline may use (`ev`, `render`, `stack`); models ignore it.
+    `ctx` carries what a baseline may use (`ev`, `render`, `stack`); models ignore it. `source` is what
+    messages name: the model file, or the baseline.
     """
 
     def __init__(self, name: str, kind: str, fn, n_parameters: int | None = None, oracle: bool = False,
-                 settings: dict | None = None) -> None:
+                 settings: dict | None = None, source: str | None = None) -> None:
         self.name, self.kind, self.fn = name, kind, fn
         self.n_parameters, self.oracle, self.settings = n_parameters, oracle, settings or {}
+        self.source = source or f"{kind} {name!r}"
 
     def __call__(self, rgb: np.ndarray, ctx: dict) -> np.ndarray:
         out = self.fn(rgb, ctx)
         if not (isinstance(out, np.ndarray) and out.dtype == np.float32) or np.may_share_memory(out, rgb):
             out = np.array(out, dtype=np.float32)  # a copy: never clip the caller's array in place
+        # A float64 sum of float32 values cannot overflow: it is finite exactly when every value is.
+        if not math.isfinite(float(out.sum(dtype=np.float64))):
+            raise MethodError(f"{self.source}: gave non-finite values (NaN or infinite) on this image; refused, "
+                              "no output written")
         return np.clip(out, 0.0, 1.0, out=out)  # in place: no second full-resolution copy
 
 
 def load_method(name: str, device: torch.device | str = "cpu", path: str | Path | None = None) -> Method:
-    """A trained model (`models/NAME/model.pt`, or `path`) or a registered baseline, by name."""
+    """A trained model (`models/NAME/model.pt`, or the file `path`) or a registered baseline, by name.
+
+    The model file must record model `name` (`load_model`); for a `path` outside the train stage's
+    layout (a folder not named after a model), `name` is not checked.
+    """
     from expocorr.baselines import BASELINES
 
     device = torch.device(device)
     if path is not None or name in models.MODELS:
-        model, checkpoint = load_model(path or model_path(name), device)
+        file = Path(path or model_path(name))
+        model, checkpoint = load_model(file, device, expected=name if name in models.MODELS else None)
         return Method(checkpoint["model"], "model", lambda rgb, ctx: run_model(model, rgb, device),
-                      n_parameters=parameter_count(model), settings=checkpoint["params"])
+                      n_parameters=parameter_count(model), settings=checkpoint["params"], source=repr(str(file)))
     if name in BASELINES:
         baseline = BASELINES[name]
         return Method(name, "baseline", lambda rgb, ctx: run_baseline(baseline.fn, name, rgb, ctx),

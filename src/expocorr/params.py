@@ -2,29 +2,44 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import stat
 from importlib import resources
 from pathlib import Path
 
 import jsonschema
 import yaml
 
-from expocorr.errors import UserError
+from expocorr.errors import UserError, printable
 
 SCHEMA_NAME = "params.schema.yaml"
+MAX_BYTES = 1 << 20  # params.yaml is about 20 kB
+MAX_DEPTH = 16  # params.yaml nests 6 levels (train.msec.arch.adv_epochs.0.0)
 
 
 class ParamsError(UserError, ValueError):
     """Invalid parameters; the message names the key path."""
 
 
+# libyaml's loader when PyYAML has it (ten times faster); the plain-data check uses the pure-Python parser,
+# whose events arrive one at a time (libyaml scans up to 1000 nesting levels ahead).
+FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def schema() -> dict:
     """The JSON schema of params.yaml (shipped with the package)."""
-    return yaml.safe_load(resources.files("expocorr").joinpath(SCHEMA_NAME).read_text())
+    return yaml.load(resources.files("expocorr").joinpath(SCHEMA_NAME).read_text(), Loader=FAST_LOADER)
+
+
+@functools.lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(schema())
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
-    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+    return ".".join(printable(p) for p in error.absolute_path) or "<top level>"
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
@@ -34,7 +49,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
         where = f"{path}." if error.absolute_path else ""
-        return f"{where}{extra[0]}: unknown key; allowed keys here: {', '.join(allowed)}"
+        return f"{where}{printable(extra[0])}: unknown key; allowed keys here: {', '.join(allowed)}"
     if kind == "required":
         missing = [k for k in sub if k not in error.instance]
         where = f"{path}." if error.absolute_path else ""
@@ -67,8 +82,7 @@ def _bounds(subschema: dict) -> str:
 
 def validate(params: dict, source: str = "params.yaml") -> dict:
     """Raise ParamsError (one line, naming the key path) unless `params` is valid."""
-    validator = jsonschema.Draft202012Validator(schema())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(params), key=_depth_first)
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(params), key=_depth_first)
     if error is not None:
         raise ParamsError(f"{source}: {_describe(error)}")
     _check_semantics(params, source)
@@ -86,7 +100,7 @@ def _non_finite(node, path: str = "") -> str | None:
         return path or "<top level>"
     items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
     for key, value in items:
-        found = _non_finite(value, f"{path}.{key}" if path else str(key))
+        found = _non_finite(value, f"{path}.{printable(key)}" if path else printable(key))
         if found:
             return found
     return None
@@ -127,7 +141,7 @@ def _duplicate_key(node: yaml.Node | None, path: str = "") -> str | None:
         seen = set()
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-            where = f"{path}.{key}" if path else str(key)
+            where = f"{path}.{printable(key)}" if path else printable(key)
             if key is not None and key in seen:
                 return f"{where} (line {key_node.start_mark.line + 1})"
             seen.add(key)
@@ -150,23 +164,76 @@ def _yaml_error(exc: yaml.YAMLError) -> str:
     return f"{problem}{where}"
 
 
-def load(path: str | Path = "params.yaml") -> dict:
-    """Read and validate a params file; errors name the file and the key path."""
-    path = Path(path)
+def _not_plain_data(text: str) -> str | None:
+    """Why `text` is more than plain YAML data (an anchor or alias, a tag, a merge key, nesting deeper
+    than MAX_DEPTH), or None. Read as a stream of parser events: nothing is built or expanded, so a
+    "billion laughs" file or a 100,000-deep one is refused at its first offending line."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        line = f"line {event.start_mark.line + 1}"
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            return f"{line}: YAML anchors and aliases (&name, *name) are not allowed; write the values out"
+        if getattr(event, "tag", None) is not None:
+            return f"{line}: YAML tags ({event.tag!r}) are not allowed; params hold plain values only"
+        if isinstance(event, yaml.ScalarEvent) and event.value == "<<" and event.implicit[0]:
+            return f"{line}: YAML merge keys (<<) are not allowed; write the keys out"
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return f"{line}: nested deeper than {MAX_DEPTH} levels"
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return None
+
+
+def _read(path: Path) -> str:
+    """The text of a regular file of at most MAX_BYTES (a FIFO or device is refused, never read)."""
     try:
-        text = path.read_text(encoding="utf-8")
-        duplicate = _duplicate_key(yaml.compose(text, Loader=yaml.SafeLoader))
-        params = yaml.safe_load(text)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens without waiting for a writer
     except FileNotFoundError:
-        raise ParamsError(f"{path}: params file not found") from None
+        raise ParamsError(f"{printable(path)}: params file not found") from None
     except OSError as exc:
-        raise ParamsError(f"{path}: cannot read the params file: {exc.strerror or exc}") from None
+        raise ParamsError(f"{printable(path)}: cannot read the params file: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ParamsError(f"{printable(path)}: cannot read the params file: not a regular file")
+        data = b""
+        while len(data) <= MAX_BYTES and (chunk := os.read(fd, MAX_BYTES + 1 - len(data))):
+            data += chunk
+    except OSError as exc:
+        raise ParamsError(f"{printable(path)}: cannot read the params file: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_BYTES:
+        raise ParamsError(f"{printable(path)}: larger than a params file can be ({MAX_BYTES} bytes)")
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ParamsError(f"{path}: not a UTF-8 text file") from None
+        raise ParamsError(f"{printable(path)}: not a UTF-8 text file") from None
+
+
+def load(path: str | Path = "params.yaml") -> dict:
+    """Read and validate a params file as plain YAML data; errors name the file and the key path.
+
+    Refused before anything is built: anchors, aliases, tags, merge keys, nesting deeper than MAX_DEPTH,
+    files over MAX_BYTES, and YTE templating (`__use_yte__`, which Snakemake's `configfile:` would run)."""
+    path = Path(path)
+    name = printable(path)
+    text = _read(path)
+    try:
+        problem = _not_plain_data(text)
+        if problem:
+            raise ParamsError(f"{name}: not plain YAML data: {problem}")
+        duplicate = _duplicate_key(yaml.compose(text, Loader=FAST_LOADER))
+        params = yaml.load(text, Loader=FAST_LOADER)
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {_yaml_error(exc)}") from None
+        raise ParamsError(f"{name}: not valid YAML: {_yaml_error(exc)}") from None
     if duplicate:
-        raise ParamsError(f"{path}: {duplicate}: key given twice")
+        raise ParamsError(f"{name}: {duplicate}: key given twice")
     if not isinstance(params, dict):
-        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
-    return validate(params, str(path))
+        raise ParamsError(f"{name}: expected a mapping of sections at the top level")
+    if "__use_yte__" in params:
+        raise ParamsError(f"{name}: __use_yte__: YTE templating is not supported (its expressions would run "
+                          "as code); params hold plain YAML data")
+    return validate(params, name)

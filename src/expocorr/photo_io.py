@@ -15,6 +15,11 @@ writes 16-bit PNG (the iCCP and eXIf chunks are added to its output as the PNG s
 defines them) and tifffile 16-bit TIFF (ICC profile and the EXIF's first-IFD text tags such as
 Make, Model and DateTime; Pillow and tifffile cannot write a 16-bit RGB TIFF with an Exif sub-IFD).
 Every file is written atomically.
+
+Bounded reading: only regular files are read (a FIFO, a device or a link to one is refused before it
+is opened), whole and at their size known up front; with a `max_megapixels` limit a file larger than
+a photo of that size can be (`max_file_bytes`) is refused unread, and an image whose header declares
+more pixels is refused before any pixel is decoded. Messages quote the file name (`quoted`).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from expocorr.atomic import write_bytes
-from expocorr.images import ImageError
+from expocorr.images import ImageError, read_regular, regular_size
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,7 @@ ORIENTATION = 0x0112
 GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}  # Pillow's one-channel modes
 PILLOW_TIFF_MODES = {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa"}  # 8-bit TIFFs Pillow decodes
 EXIF_HEADER = b"Exif\x00\x00"
+METADATA_BYTES = 16 * 2**20  # what a photo file may carry besides its pixels (EXIF, ICC, thumbnails, XMP)
 # TIFF tags that describe a TIFF file's own layout: meaningless (or wrong) in another file's EXIF.
 TIFF_LAYOUT_TAGS = {254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 282, 283, 284, 286,
                     287, 290, 291, 296, 317, 320, 322, 323, 324, 325, 330, 338, 339, 340, 341, 347, 530, 531, 532,
@@ -90,30 +96,42 @@ def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(ops.get(orientation, ops[1])(image))
 
 
-def read_photo(path: str | Path) -> Photo:
-    """Decode `path` (JPEG, PNG, TIFF or camera raw) into a `Photo`; `ImageError` names the file on failure."""
+def quoted(path: str | Path) -> str:
+    """A file name for a message: quoted and escaped (repr), so a newline in it cannot forge a log line."""
+    return repr(str(path))
+
+
+def max_file_bytes(max_megapixels: float) -> int:
+    """The largest file a photo within `max_megapixels` can be: 8 bytes a pixel (uncompressed 16-bit RGBA)
+    plus METADATA_BYTES of metadata."""
+    return int(max_megapixels * 1e6 * 8) + METADATA_BYTES
+
+
+def read_photo(path: str | Path, max_megapixels: float | None = None) -> Photo:
+    """Decode `path` (JPEG, PNG, TIFF or camera raw; a regular file) into a `Photo`; `ImageError` names the
+    file and the reason on failure. With `max_megapixels`, a larger file or a larger declared size (its
+    header, read before any pixel is decoded) is refused, which bounds the memory decoding can take."""
     path = Path(path)
+    name = quoted(path)
     if path.suffix.lower() in RAW_SUFFIXES:
-        return _read_raw(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        return _read_raw(path, name, max_megapixels)
+    data = read_regular(path, name, None if max_megapixels is None else max_file_bytes(max_megapixels))
     if not data:
-        raise ImageError(f"{path}: empty file")
-    fmt, exif, icc, orientation, mode, bits = _metadata(path, data)
+        raise ImageError(f"{name}: empty file")
+    fmt, exif, icc, orientation, mode, bits, size = _metadata(name, data)
+    _check_size(name, size, max_megapixels)
     gray_mode = mode in GRAY_MODES
     if fmt == "tiff" and mode in PILLOW_TIFF_MODES and bits == 8:
-        image, _ = _decode_tiff8(path, data, mode)  # upright already
+        image, _ = _decode_tiff8(name, data, mode)  # upright already
     else:
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     del data
     if image is None or image.size == 0:
-        raise ImageError(f"{path}: not a decodable image (corrupt, truncated or not JPEG/PNG/TIFF)")
+        raise ImageError(f"{name}: corrupt or truncated {fmt.upper()} (its pixels do not decode)")
     if image.dtype not in (np.uint8, np.uint16):
-        raise ImageError(f"{path}: unsupported sample type {image.dtype} (8- or 16-bit images only)")
+        raise ImageError(f"{name}: unsupported sample type {image.dtype} (8- or 16-bit images only)")
     if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
-        raise ImageError(f"{path}: unsupported channel count {image.shape[2]}")
+        raise ImageError(f"{name}: unsupported channel count {image.shape[2]}")
     if fmt != "tiff" or bits != 8:  # OpenCV's TIFF decoder applies the Orientation tag itself
         image = apply_orientation(image, orientation)
     alpha = None
@@ -139,19 +157,21 @@ def read_photo(path: str | Path) -> Photo:
                  icc=icc, orientation=orientation)
 
 
-def _decode_tiff8(path: Path, data: bytes, mode: str) -> tuple[np.ndarray, int]:
+def _decode_tiff8(name: str, data: bytes, mode: str) -> tuple[np.ndarray, int]:
     """An 8-bit TIFF through Pillow (OpenCV premultiplies an 8-bit TIFF's alpha), laid out as OpenCV
     would (H×W gray, H×W×3 BGR or H×W×4 BGRA), and the orientation still to apply: Pillow may apply
     the Orientation tag while decoding, and then reports 1."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            remaining = int(im.getexif().get(ORIENTATION, 1) or 1)
-            target = "L" if mode in ("1", "L") else "LA" if mode in ("LA", "La") else \
-                "RGBA" if mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in im.info) else "RGB"
-            pixels = np.asarray(im.convert(target) if im.mode != target else im)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked already
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                remaining = int(im.getexif().get(ORIENTATION, 1) or 1)
+                target = "L" if mode in ("1", "L") else "LA" if mode in ("LA", "La") else \
+                    "RGBA" if mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in im.info) else "RGB"
+                pixels = np.asarray(im.convert(target) if im.mode != target else im)
     except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"{path}: not a decodable image (corrupt or truncated TIFF: {exc})") from None
+        raise ImageError(f"{name}: corrupt or truncated TIFF ({exc})") from None
     remaining = remaining if 1 <= remaining <= 8 else 1
     if target == "LA":  # as OpenCV gives gray + alpha: BGRA with equal colour channels
         pixels = np.dstack([pixels[..., 0], pixels[..., 0], pixels[..., 0], pixels[..., 1]])
@@ -162,16 +182,17 @@ def _decode_tiff8(path: Path, data: bytes, mode: str) -> tuple[np.ndarray, int]:
     return apply_orientation(pixels, remaining), remaining
 
 
-def _metadata(path: Path, data: bytes) -> tuple[str, bytes | None, bytes | None, int, str, int]:
-    """Format, EXIF to write back, ICC profile, EXIF orientation, Pillow's mode and (TIFF) bits per sample."""
+def _metadata(name: str, data: bytes) -> tuple[str, bytes | None, bytes | None, int, str, int, tuple[int, int]]:
+    """Format, EXIF to write back, ICC profile, EXIF orientation, Pillow's mode, (TIFF) bits per sample and
+    the declared (width, height): Pillow reads the header only; no pixel is decoded here."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's warnings on odd metadata; the pixels decide
             with Image.open(io.BytesIO(data)) as im:
                 fmt = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "TIFF": "tiff"}.get(im.format or "")
                 if fmt is None:
-                    raise ImageError(f"{path}: {im.format} images are not supported (JPEG, PNG, TIFF or camera raw)")
-                mode = im.mode
+                    raise ImageError(f"{name}: {im.format} images are not supported (JPEG, PNG, TIFF or camera raw)")
+                mode, size = im.mode, im.size
                 bits = max(im.tag_v2.get(258) or (8,)) if fmt == "tiff" else 8  # BitsPerSample
                 icc = im.info.get("icc_profile") or None
                 exif = im.getexif()
@@ -179,9 +200,23 @@ def _metadata(path: Path, data: bytes) -> tuple[str, bytes | None, bytes | None,
                 exif_bytes = _exif_to_keep(exif, fmt)
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error):
-        raise ImageError(f"{path}: not a JPEG, PNG or TIFF image, or a corrupt one") from None
-    return fmt, exif_bytes, icc, orientation if 1 <= orientation <= 8 else 1, mode, bits
+    except Image.DecompressionBombError:  # Pillow's own limit, above any correct.max_megapixels allows
+        raise ImageError(f"{name}: too large: declares more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels "
+                         "(Pillow's decompression-bomb limit); not decoded") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: unknown format: not a JPEG, PNG or TIFF image (camera raw files are "
+                         "recognised by their suffix)") from None
+    except (OSError, ValueError, SyntaxError, struct.error) as exc:
+        raise ImageError(f"{name}: corrupt image header ({exc})") from None
+    return fmt, exif_bytes, icc, orientation if 1 <= orientation <= 8 else 1, mode, bits, size
+
+
+def _check_size(name: str, size: tuple[int, int], max_megapixels: float | None) -> None:
+    """Refuse a declared width × height above `max_megapixels`, naming the file and the limit."""
+    megapixels = size[0] * size[1] / 1e6
+    if max_megapixels is not None and megapixels > max_megapixels:
+        raise ImageError(f"{name}: too large: {size[0]}×{size[1]} pixels ({megapixels:.4g} megapixels), above "
+                         f"correct.max_megapixels = {max_megapixels:g}; not decoded")
 
 
 def _exif_to_keep(exif: Image.Exif, fmt: str) -> bytes | None:
@@ -200,12 +235,24 @@ def _exif_to_keep(exif: Image.Exif, fmt: str) -> bytes | None:
         return None
 
 
-def _read_raw(path: Path) -> Photo:
+def _read_raw(path: Path, name: str, max_megapixels: float | None) -> Photo:
+    import rawpy
+
+    regular_size(path, name)
+    try:
+        with rawpy.imread(str(path)) as raw:  # opens and reads the header; the sensor data is not unpacked
+            size = (raw.sizes.width, raw.sizes.height)
+    except (rawpy.LibRawError, OSError, ValueError) as exc:
+        detail = exc.args[0] if len(exc.args) == 1 else exc
+        detail = detail.decode(errors="replace") if isinstance(detail, bytes) else detail
+        raise ImageError(f"{name}: not a camera raw file LibRaw reads ({detail})") from None
+    _check_size(name, size, max_megapixels)
     from expocorr.render import develop_raw
 
-    if not path.is_file():
-        raise ImageError(f"{path}: cannot read: no such file")
-    rgb = develop_raw(path, [0.0], half_size=False)[0.0]  # LibRaw applies the camera's orientation
+    try:
+        rgb = develop_raw(path, [0.0], half_size=False)[0.0]  # LibRaw applies the camera's orientation
+    except ImageError as exc:
+        raise ImageError(f"{name}: {str(exc).removeprefix(f'{path}: ')}") from None
     return Photo(rgb=np.ascontiguousarray(rgb, dtype=np.float32), format="raw", bit_depth=16)
 
 

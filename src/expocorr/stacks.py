@@ -264,7 +264,8 @@ def source_folder(data: dict) -> Path:
         raise StackError("data.source 'stacks' needs data.folder, data.url or data.stacks.preset")
     archive = download.fetch(url, sha256, data["cache_dir"])
     try:
-        return extract(archive, Path(data["cache_dir"]) / f"{archive.name}.d", data["max_archive_bytes"])
+        return extract(archive, Path(data["cache_dir"]) / f"{archive.name}.d", data["max_archive_bytes"],
+                       data["max_compression_ratio"])
     except ArchiveError:
         if _is_html(archive):
             hint = (" The HDR Photographic Survey's raw stacks are one zip, http://markfairchild.org/files/HDRPS_Raws.zip "

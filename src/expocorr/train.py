@@ -4,8 +4,9 @@ Reads only ``train.common`` and ``train.NAME``: images fed as ``sampling`` and t
 (`expocorr.sampling`), the LR set per epoch by ``schedule`` (`expocorr.schedules`), and ``model.pt`` the
 epoch ``select`` picks (best val PSNR, or the last). Checkpoints atomically every epoch and resumes
 from the last checkpoint after an interruption when the params and splits are unchanged, ending
-with exactly the weights an uninterrupted run would have (CPU). Under ``torchrun``
-(WORLD_SIZE > 1) it trains with DistributedDataParallel; only rank 0 writes files and logs.
+with exactly the weights an uninterrupted run would have (CPU). As N processes (WORLD_SIZE > 1: ``gpus: N``
+through `expocorr.launch`, or under torchrun) it trains with DistributedDataParallel; only rank 0 writes
+files and logs.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from tqdm import tqdm
 
 import expocorr
 from expocorr.errors import UserError
-from expocorr import models, schedules, split, tracking
+from expocorr import launch, models, schedules, split, tracking
 from expocorr.sampling import TrainingSet, curriculum, stage_at
 from expocorr.inference import MethodError, pick_device, run_model
 from expocorr.atomic import atomic_path, write_text
@@ -493,12 +494,11 @@ def exportable(model: nn.Module) -> nn.Module:
 
 
 def relaunch_distributed(params: dict, argv: list[str]) -> None:
-    """With train.common.gpus > 1 and not yet under torchrun, re-run this command under torchrun."""
+    """With train.common.gpus > 1 and not yet distributed (no WORLD_SIZE), run this command as that many
+    processes on this machine, listening on loopback only (`expocorr.launch`), and exit with their status."""
     gpus = params["train"]["common"]["gpus"]
     if gpus > 1 and "WORLD_SIZE" not in os.environ:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
-               "-m", "expocorr.cli", *argv]
-        log.info("train: launching %d processes: %s", gpus, " ".join(cmd))
-        sys.stdout.flush()
-        os.execv(sys.executable, cmd)
+        args = ["-m", "expocorr.cli", *argv]
+        log.info("train: launching %d processes on 127.0.0.1: %s %s", gpus, sys.executable, " ".join(args))
+        sys.exit(launch.local(gpus, args))
 

@@ -1,19 +1,24 @@
 # Helpers shared by the rules: parameter validation and the names every rule uses.
-import yaml
+import sys
 
 from expocorr import params as expocorr_params
+from expocorr.errors import UserError
 
-# The stage commands read params.yaml themselves, so the engines must see exactly that file:
-# Snakemake's --config/--configfile overrides would make the two disagree.
-with open("params.yaml") as _fh:
-    if config != yaml.safe_load(_fh):
-        raise ValueError(
-            "expocorr reads params.yaml in every stage: edit params.yaml instead of passing "
-            "--config/--configfile to snakemake"
+# params.yaml as every stage reads it (expocorr.params.load): plain YAML data (no YTE, tags, anchors or
+# aliases), validated against workflow/schemas/params.schema.yaml. The stage commands read params.yaml
+# themselves, so the engines must see exactly that file: --config/--configfile overrides are refused.
+# An error is the stages' one line and exit status 1 (raised, Snakemake would add a traceback).
+try:
+    _params = expocorr_params.load("params.yaml")
+    if config and config != _params:
+        raise UserError(
+            "params.yaml: --config/--configfile overrides are refused (every stage reads params.yaml "
+            "itself): edit params.yaml instead"
         )
-
-# One schema for both engines (workflow/schemas/params.schema.yaml): errors name the key path.
-expocorr_params.validate(config, "params.yaml")
+except UserError as _exc:
+    sys.exit(f"expocorr: {_exc}")
+config.update(_params)
+workflow.configfiles.append("params.yaml")  # listed in `snakemake --report` as `configfile:` listed it
 
 SPLITS = ["train", "val", "test"]
 MODELS = config["train"]["models"]

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from expocorr.errors import printable
+
 log = logging.getLogger(__name__)
 
 CFGS = {
@@ -51,16 +53,30 @@ def conv_relu_indices(arch: str) -> list[int]:
 def load_features(features: nn.Sequential, path: str | Path) -> None:
     """Load torchvision weights (whole-model or features-only state_dict) into `features`.
 
-    Loaded with ``weights_only=True``; a missing or mismatching key raises naming the file.
+    Loaded with ``weights_only=True``: a file holding pickled Python objects is refused, never run.
+    Every failure is a ValueError naming the file (one line).
     """
     path = Path(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    name = printable(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{name}: no such VGG weights file") from None
+    except Exception as exc:  # torch's message for pickled objects suggests unsafe loading: not shown
+        text = str(exc)
+        reason = ("it holds pickled Python objects, refused for safety" if "Unsupported global" in text or
+                  "GLOBAL" in text else f"not a PyTorch weights file ({type(exc).__name__})")
+        raise ValueError(f"{name}: not loadable VGG weights: {reason}") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ValueError(f"{name}: not a state_dict of VGG weights (a mapping of names to tensors)")
     if any(k.startswith("features.") for k in state):
         state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
     try:
         features.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ValueError(f"{path}: not torchvision VGG features weights for this layout: {exc}") from None
+        detail = " ".join(str(exc).split())  # torch lists the missing and unexpected keys on several lines
+        raise ValueError(f"{name}: not torchvision VGG features weights for this layout: {detail[:300]}") from None
     log.info("loaded VGG weights from %s", path)
