@@ -280,10 +280,41 @@ def test_default_model_is_the_leaderboards_best(photos, tmp_path, monkeypatch, c
         (tmp_path / "metrics" / f"{name}.json").write_text(json.dumps(
             {"method": name, "kind": "model" if name == "exponet" else "baseline", "oracle": oracle,
              "overall": {"psnr": psnr}}))
-    caplog.clear()
-    with caplog.at_level(logging.INFO):
-        assert correct(str(photos / "a.jpg")) == 0
-    assert any("using clahe" in r.getMessage() for r in caplog.records)
+    caplog.clear()  # baselines only (exponet has no model file here): a baseline is used only when named
+    assert correct(str(photos / "a.jpg")) == 1
+    assert any("no trained model on the leaderboard" in r.getMessage() and "--model clahe" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_default_model_is_the_best_learned_one_on_real_errors(photos, tmp_path, monkeypatch, caplog):
+    """Without --model: the trained model best on the first extra set (real brackets), though a baseline leads
+    the synthetic test split and another model leads it among models; without extra sets, the synthetic
+    headline decides. One line says why."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("exponet", "exponet_double"):
+        (tmp_path / "models" / name).mkdir(parents=True)
+        torch.save({"model": name, "arch": ARCH[name], "state_dict": build(name).state_dict(), "params": {}},
+                   tmp_path / "models" / name / "model.pt")
+    (tmp_path / "metrics" / "details").mkdir(parents=True)
+    board = [("exponet", "model", False, 20.0, 17.2), ("exponet_double", "model", False, 22.0, 15.0),
+             ("gamma_auto", "baseline", False, 25.0, 16.6), ("inverse_synthesis", "baseline", True, 40.0, 30.0)]
+
+    def write(extra: bool):
+        for name, kind, oracle, psnr, real in board:
+            (tmp_path / "metrics" / "details" / f"{name}.json").write_text(json.dumps(
+                {"method": name, "kind": kind, "oracle": oracle}))
+            (tmp_path / "metrics" / f"{name}.json").write_text(json.dumps(
+                {"overall": {"psnr": psnr}, **({"extra": {"brackets": {"psnr": real}}} if extra else {})}))
+
+    for extra, line in [(True, "correct: using exponet: best learned model on brackets (17.2 dB PSNR; gamma_auto 16.6)"),
+                        (False, "correct: using exponet_double: best learned model on the synthetic test split (22.0 dB "
+                                "PSNR; gamma_auto 25.0)")]:
+        write(extra)
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            assert correct(str(photos / "a.jpg"), "-o", str(tmp_path / f"out{extra}")) == 0
+        assert line in [r.getMessage() for r in caplog.records]
+        assert (tmp_path / f"out{extra}" / "a_corrected.jpg").is_file()
 
 
 def test_format_and_quality_options(photos, tmp_path):

@@ -7,9 +7,12 @@ import math
 
 import numpy as np
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
+import bracketed
 import workspace
+from expocorr import cli
 from expocorr.evaluate import example_rows
 from expocorr.images import read_rgb, to_uint8
 from expocorr.metrics import psnr
@@ -27,9 +30,18 @@ def tiny(params):
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    """Data stages, one short training and three evaluations, run once for the module."""
-    repo = workspace.make(tmp_path_factory.mktemp("eval"), tiny)
-    for cmd in (["download"], ["render"], ["split"], ["train", "--model", "exponet"],
+    """Data stages, one short training and three evaluations, run once for the module; every
+    evaluation also scores an extra set of two real-photo bracketed scenes (`evaluate.extra_sets`)."""
+    root = tmp_path_factory.mktemp("eval")
+    for name in bracketed.PHOTOS[:2]:
+        bracketed.write_stack(root / "stacks" / name, name, side=96)
+
+    def edit(params):
+        tiny(params)
+        params["evaluate"]["extra_sets"] = {"brackets": {"folder": str(root / "stacks"), "max_side": 96}}
+
+    repo = workspace.make(root, edit)
+    for cmd in (["download"], ["render"], ["split"], ["render-extra"], ["train", "--model", "exponet"],
                 ["evaluate", "--method", "identity"], ["evaluate", "--method", "clahe"],
                 ["evaluate", "--method", "exponet"]):
         workspace.run(["expocorr", *cmd], repo)
@@ -52,7 +64,7 @@ def leaves(tree: dict) -> list:
 
 def test_metrics_json_has_the_documented_shape(repo):
     m = scores(repo, "identity")
-    assert set(m) == {"overall", "under", "over", "per_ev"}
+    assert set(m) == {"overall", "under", "over", "per_ev", "extra"}
     assert set(m["per_ev"]) == {"-1.5", "-1.0", "0.0", "1.0", "1.5"}
     assert all(set(group) == {"psnr", "ssim"} for group in m["per_ev"].values())
     for group in ("under", "over"):
@@ -79,6 +91,66 @@ def test_metrics_json_has_the_documented_shape(repo):
         assert (repo / example["output"]).is_file()
 
 
+def test_extra_set_is_scored_like_the_test_split(repo):
+    """`expocorr render-extra` renders each registered exposure against its scene's frame nearest mid-grey;
+    every evaluate stage scores it: a small numeric group in metrics/NAME.json, counts in the details,
+    per-image rows with a `set` column; the reference exposure (input == reference) is left out of the mean."""
+    rows = read_csv(repo / "data/extra/brackets/manifest.csv")
+    assert {r["scene"] for r in rows} == set(bracketed.PHOTOS[:2]) and len(rows) == 10
+    for scene in bracketed.PHOTOS[:2]:  # one stop apart (bracketed.TIMES), 0 at the frame nearest mid-grey
+        evs = sorted(float(r["ev"]) for r in rows if r["scene"] == scene)
+        assert 0.0 in evs and np.diff(evs).tolist() == [1.0] * 4, evs
+    for method in ("identity", "clahe", "exponet"):
+        group = scores(repo, method)["extra"]["brackets"]
+        assert set(group) == {"psnr", "ssim", "delta_e2000", "under", "over"}, method
+        assert set(group["under"]) == set(group["over"]) == {"psnr", "ssim", "delta_e2000"}
+        table = read_csv(repo / "metrics/details" / f"{method}_extra.csv")
+        assert {r["set"] for r in table} == {"brackets"} and len(table) == 10
+        counted = [float(r["psnr"]) for r in table if r["identical_pair"] == "0"]
+        assert group["psnr"] == pytest.approx(np.mean(counted), abs=1e-9)
+        n = summary(repo, method)["extra_sets"]["brackets"]
+        assert (n["n_scenes"], n["n_images"], n["n_identical_pairs"], n["n"]["overall"]) == (2, 10, 2, 8)
+    identity = read_csv(repo / "metrics/details/identity_extra.csv")
+    for r in identity:  # the identity's output is its input: PSNR of input vs reference, computed here
+        a, b = to_uint8(read_rgb(repo / r["input"])), to_uint8(read_rgb(repo / r["reference"]))
+        assert (r["identical_pair"] == "1") == (float(r["ev"]) == 0.0) == bool(np.array_equal(a, b))
+        if r["identical_pair"] == "0":
+            assert float(r["psnr"]) == pytest.approx(psnr(a, b), abs=1e-9)
+
+
+def test_correct_without_model_picks_the_learned_model_on_the_real_column(repo, tmp_path, monkeypatch, caplog):
+    """On these real metrics a baseline leads the brackets column, yet `expocorr correct` without --model
+    uses the trained model and says why in one line, quoting the best baseline."""
+    learned, baseline = (scores(repo, m)["extra"]["brackets"]["psnr"] for m in ("exponet", "clahe"))
+    assert baseline > learned
+    photo = tmp_path / "photo.png"
+    photo.write_bytes((repo / read_csv(repo / "data/splits/test.csv")[0]["input"]).read_bytes())
+    monkeypatch.chdir(repo)
+    with caplog.at_level("INFO"):
+        assert cli.main(["correct", str(photo), "-o", str(tmp_path / "out")]) == 0
+    assert (f"using exponet: best learned model on brackets ({learned:.1f} dB PSNR; clahe {baseline:.1f})"
+            in caplog.text)
+    assert (tmp_path / "out" / "photo_corrected.png").is_file()
+
+
+def test_extra_set_errors_name_the_key(repo, tmp_path, monkeypatch, caplog):
+    """A folder without a usable scene stops render-extra, a set not rendered stops evaluate before any
+    work: one line each, naming the set's key or file."""
+    (tmp_path / "empty").mkdir()
+    edited = yaml.safe_load((repo / "params.yaml").read_text())
+    edited["evaluate"]["extra_sets"] = {"nope": {"folder": str(tmp_path / "empty")}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["render-extra"]) == 1
+    assert "render-extra failed: evaluate.extra_sets.nope.folder: " in caplog.text
+    monkeypatch.chdir(repo)
+    before = (repo / "metrics/identity.json").read_bytes()
+    assert cli.main(["evaluate", "--method", "identity", "--params", str(tmp_path / "params.yaml")]) == 1
+    assert ("evaluate failed: data/extra/nope/manifest.csv: missing; evaluate.extra_sets names 'nope': run "
+            "`expocorr render-extra` first") in caplog.text
+    assert (repo / "metrics/identity.json").read_bytes() == before
+
+
 def test_examples_spread_over_scenes_and_exposures():
     rows = [{"scene": s, "ev": str(ev)} for s in ("a", "b", "c") for ev in (-1.5, -1.0, 0.0, 1.0, 1.5)]
     picked = [(r["scene"], float(r["ev"])) for r in example_rows(rows, 4)]
@@ -94,6 +166,14 @@ def test_report_shows_each_models_worst_case(repo):
     assert f"worst of exponet: {worst['scene']} at EV " in markdown and f"(`{worst['output']}`)" in markdown
     assert (repo / worst["output"]).is_file() and "not found or unreadable" not in markdown
     assert (repo / "reports/figures/worst_cases.jpg").stat().st_size > 0
+    # the extra set of real brackets: a column of the leaderboard next to the synthetic test split's
+    board = {row["method"]: row for row in json.loads((repo / "reports/leaderboard.json").read_text())}
+    for method in ("identity", "clahe", "exponet"):
+        assert board[method]["extra"]["brackets"]["psnr"] == scores(repo, method)["extra"]["brackets"]["psnr"]
+        assert board[method]["psnr"] == scores(repo, method)["overall"]["psnr"]
+    header = next(line for line in markdown.splitlines() if line.startswith("| # |"))
+    assert "| PSNR (dB) | brackets PSNR (dB) | SSIM | brackets SSIM |" in header
+    assert "bracketed scenes of `evaluate.extra_sets.brackets` (2 scene(s), 10 pair(s))" in markdown
 
 
 def test_identity_scores_match_an_independent_computation(repo):

@@ -38,3 +38,16 @@ def test_snakemake_reads_params_as_plain_data_and_errors_are_one_line(tmp_path):
         assert proc.returncode == 1, proc.stdout + proc.stderr
         assert len(lines) == 1 and lines[0].startswith(expected), proc.stdout + proc.stderr
     assert not ran.exists()  # the YTE expression never ran
+
+
+@pytest.mark.slow
+def test_dvc_plans_a_fresh_clone_with_the_documented_commands(tmp_path):
+    """README "Reliability": on a fresh clone `dvc status` lists every stage and `dvc repro --dry --force`
+    prints every stage's command (plain `dvc repro --dry` trips over DVC's run-cache lookup, dvc#9021)."""
+    repo = workspace.make(tmp_path)
+    stages = workspace.dvc_stages(repo)
+    assert set(workspace.dvc_outdated(repo)) == set(stages)
+    out = workspace.run(["dvc", "repro", "--dry", "--force"], repo, timeout=120).stdout
+    for name, stage in stages.items():
+        assert f"Running stage '{name}'" in out and stage["cmd"] in out, name
+    assert not (repo / "data").exists()  # a dry run builds nothing

@@ -280,8 +280,9 @@ def test_huge_declared_png_is_refused_before_decoding_in_bounded_memory(hostile_
     assert code == 1 and not any("Traceback" in line for line in lines), lines
     line = _error_for(lines, "huge.png")
     assert "13000×13000" in line and "correct.max_megapixels = 100" in line and "not decoded" in line
-    # Without the check it decoded: 6.8 GB. Now the process stays at its imports (torch, OpenCV, ...).
-    assert peak < 1024**3, f"peak RSS {peak / 1024**3:.2f} GB"
+    # Without the check it decoded: 6.8 GB (the 507 MB of pixels, then float copies). Now the process stays
+    # near its imports and the small good photo: 0.45 GB measured here, 1.32 GB in a fresh CI venv.
+    assert peak < 2 * 1024**3, f"peak RSS {peak / 1024**3:.2f} GB"
     assert (folder.parent / "out" / "good_corrected.jpg").exists()  # the batch went on
 
 

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import skimage
 
-from expocorr import download, render, split
-from expocorr.images import ImageError, read_rgb, resize_max_side, write_rgb
+from expocorr import download, params, render, split, synthesis
+from expocorr.errors import UserError
+from expocorr.images import ImageError, read_rgb, resize_max_side, to_uint8, write_rgb
 from expocorr.tables import read_csv, write_csv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -740,3 +741,181 @@ def test_shared_photo_folder(tmp_path, p):
     assert all(scene_sets)
     assert not (scene_sets[0] & scene_sets[1] or scene_sets[0] & scene_sets[2] or scene_sets[1] & scene_sets[2])
     assert set().union(*scene_sets) == {r["scene"] for r in index}
+
+
+# --- realistic exposure errors (render.realistic) --------------------------------------------------
+
+OFF = {"enabled": True, "per_scene": 5, "ev_range": [-3.0, 3.0], "ev_step": 0.5, "camera_curve": False,
+       "shot_noise": None, "read_noise": False, "white_balance": 0.0, "rolloff": None, "jpeg_quality": None}
+HEADER_REALISTIC = "scene,ev,input,reference,source," + ",".join(synthesis.COLUMNS)
+
+
+def _capture(linear: np.ndarray, ev: float, scene: str = "astronaut", **effects) -> tuple[np.ndarray, dict]:
+    """One realistic capture with only `effects` on (the rest off), and its draw."""
+    cfg = dict(OFF, **effects)
+    d = synthesis.draw(cfg, 0, scene, 0, ev)
+    return synthesis.capture(linear, d, 0, scene, 0, render.linear_to_srgb), d
+
+
+def _plain(linear: np.ndarray, ev: float) -> np.ndarray:
+    """Today's synthesis: 2**ev, clipped, sRGB, 8 bits."""
+    return to_uint8(render.linear_to_srgb(np.clip(linear * 2.0**ev, 0, 1)))
+
+
+def _blockiness(u: np.ndarray) -> float:
+    """Mean luma step across 8-pixel JPEG block boundaries over the mean step inside blocks (1: no blocks)."""
+    y = u.astype(np.float64) @ [0.299, 0.587, 0.114]
+    steps = np.abs(np.diff(y, axis=1)).mean(axis=0)  # steps[k]: between columns k and k + 1
+    boundary = (np.arange(steps.size) % 8) == 7
+    return float(steps[boundary].mean() / steps[~boundary].mean())
+
+
+@pytest.fixture(scope="module")
+def astronaut_linear() -> np.ndarray:
+    return render.srgb_to_linear(read_rgb(SKIMAGE_DATA / "astronaut.png")[::4, ::4].astype(np.float64))
+
+
+def test_realistic_off_everywhere_and_keeps_the_plain_path(tmp_path, p):
+    """Off in every params file; off, its other keys change nothing (same bytes, same manifest)."""
+    for name in ("params.yaml", "params-paper.yaml", "params-paper-hdr.yaml"):
+        assert params.load(REPO / name)["render"]["realistic"]["enabled"] is False, name
+    p["render"]["max_side"] = 64
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    run_stages(tmp_path / "a", p, download, render)
+    p["render"]["realistic"].update(per_scene=2, ev_range=[-1.0, 1.0], camera_curve=False, jpeg_quality=[10, 20])
+    run_stages(tmp_path / "b", p, download, render)
+    a, b = ({f.relative_to(root).as_posix(): f.read_bytes() for f in sorted((root / "data/rendered").rglob("*.*"))}
+            for root in (tmp_path / "a", tmp_path / "b"))
+    assert a == b and len(a) > 10
+    assert a["data/rendered/manifest.csv"].decode().splitlines()[0] == "scene,ev,input,reference,source"
+
+
+def test_realistic_renders_deterministic_recorded_and_clean_references(tmp_path, p):
+    """Same seed, same bytes; another seed, other inputs; references stay the clean render; every row
+    records its draws, and capturing the reference with them reproduces the stored input."""
+    p["render"]["max_side"] = 64
+    (tmp_path / "plain").mkdir()
+    plain = {r["scene"]: r["reference"] for r in run_stages(tmp_path / "plain", p, download, render)}
+    p["render"]["realistic"]["enabled"] = True
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        (tmp_path / name).mkdir()
+        runs[name] = run_stages(tmp_path / name, dict(p, render=dict(p["render"], seed=seed)), download, render)
+    files = {name: {f.relative_to(tmp_path / name).as_posix(): f.read_bytes()
+                    for f in sorted((tmp_path / name / "data/rendered").rglob("*.*"))} for name in runs}
+    assert files["a"] == files["b"]
+    assert (tmp_path / "a" / render.MANIFEST).read_text().splitlines()[0] == HEADER_REALISTIC
+    cfg = p["render"]["realistic"]
+    for scene, rows in by_scene(runs["a"]).items():
+        evs = [float(r["ev"]) for r in rows]
+        assert len(set(evs)) == cfg["per_scene"] == len(rows) and min(evs) < 0 < max(evs)
+        assert all(-3 <= ev <= 3 and (ev * 2).is_integer() for ev in evs), evs
+        assert rows[0]["reference"].read_bytes() == plain[scene].read_bytes()  # the clean, well-exposed target
+        linear = render.srgb_to_linear(read_rgb(rows[0]["reference"]).astype(np.float64))
+        for i, r in enumerate(rows):
+            assert 70 <= int(r["jpeg_quality"]) <= 95 and 0.5 <= float(r["rolloff"]) <= 1
+            assert 0.85 <= float(r["wb_r"]) <= 1.15 and 0.85 <= float(r["wb_b"]) <= 1.15
+            assert 0.6 <= float(r["crf_n"]) <= 1.2 and 1e-4 <= float(r["shot"]) <= 0.012
+            drawn = {k: (int(r[k]) if k == "jpeg_quality" else float(r[k])) for k in ["ev", *synthesis.COLUMNS]}
+            again = synthesis.capture(linear, drawn, 0, scene, i, render.linear_to_srgb)
+            assert np.array_equal(again, u8(r["input"])), (scene, r["ev"])
+    inputs = [k for k in files["a"] if k.endswith(".png") and not k.endswith("reference.png")]
+    assert all(files["a"][k] != files["c"].get(k) for k in inputs)
+    assert all(files["a"][k] == files["c"][k] for k in files["a"] if k.endswith("reference.png"))
+
+
+def test_realistic_ev_draws_respect_the_range_and_grid():
+    cfg = dict(OFF, ev_range=[-2.2, 1.9], ev_step=0.5, per_scene=4)
+    assert synthesis.ev_grid(cfg) == [-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5]
+    seen = set()
+    for k in range(100):
+        evs = synthesis.scene_evs(cfg, 0, f"scene {k}")
+        assert len(set(evs)) == 4 and evs == sorted(evs) and set(evs) <= set(synthesis.ev_grid(cfg))
+        assert evs[0] < 0 < evs[-1]  # the first part is under-exposed, the last over-exposed
+        assert evs == synthesis.scene_evs(copy.deepcopy(cfg), 0, f"scene {k}")
+        seen |= set(evs)
+    assert seen == set(synthesis.ev_grid(cfg))
+    assert synthesis.scene_evs(cfg, 1, "scene 0") != synthesis.scene_evs(cfg, 0, "scene 0") or \
+        synthesis.scene_evs(cfg, 1, "scene 1") != synthesis.scene_evs(cfg, 0, "scene 1")
+
+
+def test_realistic_each_effect_present_only_when_on(astronaut_linear):
+    photo = astronaut_linear
+    out, d = _capture(photo, -1.0)
+    assert d == {"ev": -1.0} and np.array_equal(out, _plain(photo, -1.0))  # all off: today's synthesis
+    # camera curve: the drawn sigmoid instead of sRGB (DoRF's mean curve is close to sRGB at mid-grey)
+    out, d = _capture(photo, -1.0, camera_curve=True)
+    assert np.array_equal(out, to_uint8(synthesis.camera_curve(np.clip(photo * 0.5, 0, 1), d["crf_n"], d["crf_sigma"])))
+    assert np.abs(out.astype(int) - _plain(photo, -1.0)).mean() > 2
+    assert synthesis.camera_curve(np.array([0.0, 0.18, 1.0]), 0.9, 0.6) == pytest.approx([0, 0.42, 1], abs=0.01)
+    # white balance: linear channel means scale by the drawn gains (EV -1: nothing clips)
+    out, d = _capture(photo, -1.0, white_balance=0.15)
+    ratio = decode(out).mean(axis=(0, 1)) / decode(_plain(photo, -1.0)).mean(axis=(0, 1))
+    assert ratio == pytest.approx([d["wb_r"], 1.0, d["wb_b"]], abs=0.01) and abs(d["wb_r"] - 1) > 0.01
+    # soft roll-off: values under t untouched, fewer blown highlights than plain clipping at EV +1
+    out, d = _capture(photo, 1.0, rolloff=[0.6, 0.6])
+    plain = _plain(photo, 1.0)
+    below = np.clip(photo * 2, 0, 1) < 0.59
+    assert np.array_equal(out[below], plain[below])
+    assert (out == 255).mean() < 0.5 * (plain == 255).mean() and (plain == 255).mean() > 0.05
+    # JPEG: 8x8 block edges appear, more at a lower quality; PSNR against the plain render that of a JPEG
+    cat = render.srgb_to_linear(read_rgb(SKIMAGE_DATA / "chelsea.png")[::2, ::2].astype(np.float64))
+    out, d = _capture(cat, 0.0, jpeg_quality=[50, 50])
+    assert d["jpeg_quality"] == 50
+    assert _blockiness(out) > _blockiness(_plain(cat, 0.0)) + 0.2
+    assert _blockiness(out) > _blockiness(_capture(cat, 0.0, jpeg_quality=[95, 95])[0]) + 0.2
+    mse = np.mean((out.astype(float) - _plain(cat, 0.0)) ** 2)
+    assert 25 < 10 * np.log10(255**2 / mse) < 45
+    # noise: Poisson-Gaussian in linear light, std sqrt(shot * x + read**2) in a flat field
+    flat = np.full((64, 64, 3), 0.2)
+    out, d = _capture(flat, -1.0, shot_noise=[0.004, 0.004], read_noise=True)
+    assert d["shot"] == 0.004 and d["read"] > 0
+    residual = decode(out) - 0.1
+    assert residual.std() == pytest.approx(np.sqrt(0.004 * 0.1 + d["read"] ** 2), rel=0.05)
+    assert abs(residual.mean()) < 0.002
+    assert _capture(flat, -1.0)[0].std() == 0
+
+
+def test_realistic_effects_draw_independently():
+    """Switching one effect off leaves every other draw as it was; scenes and indices draw differently."""
+    on = dict(OFF, camera_curve=True, shot_noise=[1e-4, 0.012], read_noise=True, white_balance=0.15,
+              rolloff=[0.5, 1.0], jpeg_quality=[70, 95])
+    full = synthesis.draw(on, 0, "coffee", 2, 1.5)
+    assert set(full) == {"ev", *synthesis.COLUMNS}
+    for key, off, dropped in (("camera_curve", False, {"crf_n", "crf_sigma"}), ("white_balance", 0.0, {"wb_r", "wb_b"}),
+                              ("rolloff", None, {"rolloff"}), ("jpeg_quality", None, {"jpeg_quality"}),
+                              ("read_noise", False, {"read"})):
+        assert synthesis.draw(dict(on, **{key: off}), 0, "coffee", 2, 1.5) == \
+            {k: v for k, v in full.items() if k not in dropped}, key
+    assert synthesis.draw(on, 0, "coffee", 3, 1.5) != full != synthesis.draw(on, 0, "chelsea", 2, 1.5)
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"per_scene": 14}, r"render\.realistic\.per_scene: 14 .* 13 multiples"),
+    ({"ev_range": [2.0, -2.0]}, r"render\.realistic\.ev_range: \[2\.0, -2\.0\]"),
+    ({"rolloff": [0.9, 0.5]}, r"render\.realistic\.rolloff"),
+    ({"shot_noise": None}, r"render\.realistic\.read_noise"),
+])
+def test_realistic_bad_params_name_the_key(tmp_path, p, edit, message):
+    p["render"]["realistic"].update(enabled=True, **edit)
+    run_stages(tmp_path, p, download)
+    with pytest.raises(render.RenderError, match=message):
+        run_stages(tmp_path, p, render)
+    assert not (tmp_path / render.MANIFEST).exists()
+
+
+def test_realistic_schema_bounds(base):
+    p = copy.deepcopy(base)
+    p["render"]["realistic"]["ev_step"] = 0.0
+    with pytest.raises(UserError, match=r"render\.realistic\.ev_step"):
+        params.validate(p)
+
+
+def test_realistic_raw_files_use_their_ev0_development(tmp_path, p, dng_folder):
+    q = _raw_params(p, dng_folder, max_side=64)
+    (tmp_path / "plain").mkdir(), (tmp_path / "real").mkdir()
+    plain = {r["scene"]: r["reference"] for r in run_stages(tmp_path / "plain", q, download, render)}
+    q["render"]["realistic"].update(enabled=True, ev_range=[-4.0, 4.0])  # beyond LibRaw's exp_shift: fine here
+    for scene, rows in by_scene(run_stages(tmp_path / "real", q, download, render)).items():
+        assert rows[0]["reference"].read_bytes() == plain[scene].read_bytes()
+        assert len(rows) == 5 and {r["source"] for r in rows} == {"raw"} and float(rows[0]["ev"]) < -2

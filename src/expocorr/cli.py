@@ -19,6 +19,8 @@ STAGES = {
     "download": ("expocorr.download", "gather source photos into data/downloads/"),
     "render": ("expocorr.render", "synthesise exposure errors into data/rendered/"),
     "split": ("expocorr.split", "split data/rendered/manifest.csv by scene into data/splits/"),
+    "render-extra": ("expocorr.render_extra", "render the real bracketed scenes of evaluate.extra_sets into "
+                     "data/extra/"),
     "train": ("expocorr.train", "train one model (--model NAME) into models/NAME/"),
     "evaluate": ("expocorr.evaluate", "evaluate one method (--method NAME) on the test split into metrics/"),
     "report": ("expocorr.report", "build reports/report.{md,html}, figures/ and leaderboard.json from metrics/"),

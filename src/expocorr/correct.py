@@ -48,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="PHOTO_OR_FOLDER", help="photos and folders (searched recursively)")
     parser.add_argument("--model", default=None,
                         help="a trained model (name in models/ or a model.pt path) or a baseline; default: the best "
-                             "method on the leaderboard (metrics/*.json)")
+                             "trained model on the leaderboard (metrics/*.json), on its real-error column "
+                             "(evaluate.extra_sets) when it has one")
     parser.add_argument("-o", "--outdir", default=None,
                         help="write here (a folder's sub-folders are kept); default: next to each photo")
     parser.add_argument("--suffix", default="_corrected", help="added to each output's name (default: _corrected)")
@@ -73,33 +74,57 @@ def max_megapixels(params_file: str | None) -> float:
     return float(params.load(params_file or "params.yaml")["correct"]["max_megapixels"])
 
 
-def best_method(metrics: Path = METRICS) -> str:
-    """The method ranked first by headline PSNR in metrics/*.json that can correct a photo on its own
-    (oracles, exposure-stack methods and the identity are passed over)."""
-    from expocorr import inference
-    from expocorr.baselines import BASELINES
-
-    ranked = []
+def _leaderboard(metrics: Path) -> list[tuple[str, dict]]:
+    """(method, metrics/NAME.json merged with its details sidecar) for every readable metrics file."""
+    entries = []
     for path in sorted(metrics.glob("*.json")) if metrics.is_dir() else []:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            psnr = float(data["overall"]["psnr"])
             details = path.parent / "details" / path.name  # method, kind, oracle (evaluate's sidecar)
             data = {**json.loads(details.read_text(encoding="utf-8")), **data} if details.exists() else data
+            float(data["overall"]["psnr"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        name = str(data.get("method") or path.stem)
-        if data.get("oracle") or name in NOT_CORRECTORS or not math.isfinite(psnr):
-            continue
-        if name in BASELINES and BASELINES[name].needs_stack:
-            continue
-        if data.get("kind") == "model" and not inference.model_path(name).exists():
-            continue
-        ranked.append((psnr, name))
+        entries.append((str(data.get("method") or path.stem), data))
+    return entries
+
+
+def _psnr(data: dict, column: str | None) -> float:
+    """PSNR on extra set `column` (metrics `extra`), or the synthetic test headline (None); NaN if absent."""
+    group = data["overall"] if column is None else (data.get("extra") or {}).get(column) or {}
+    try:
+        return float(group["psnr"])
+    except (KeyError, TypeError, ValueError):
+        return math.nan
+
+
+def best_method(metrics: Path = METRICS) -> tuple[str, str]:
+    """The trained model `correct` uses without --model, and why (one line): the best by PSNR on the first
+    extra set of real exposure errors (`extra` of metrics/NAME.json, ``evaluate.extra_sets``) that the
+    models were scored on, else by the synthetic test split's headline PSNR. Only models whose
+    models/NAME/model.pt exists count; a baseline is used only when --model names it."""
+    from expocorr import inference
+    from expocorr.baselines import BASELINES
+
+    entries = _leaderboard(metrics)
+    learned = [(name, data) for name, data in entries
+               if data.get("kind") == "model" and inference.model_path(name).exists()]
+    baselines = [(name, data) for name, data in entries if data.get("kind") != "model" and not data.get("oracle")
+                 and name not in NOT_CORRECTORS and not (name in BASELINES and BASELINES[name].needs_stack)]
+    sets = [key for _, data in learned for key in (data.get("extra") or {})]
+    column = next((key for key in sets if any(math.isfinite(_psnr(d, key)) for _, d in learned)), None)
+    ranked = sorted(((_psnr(d, column), n) for n, d in learned if math.isfinite(_psnr(d, column))), reverse=True)
     if not ranked:
-        raise CorrectError(f"no leaderboard to pick a method from ({metrics}/*.json); run the pipeline first "
-                           "(`snakemake --cores all` or `dvc repro`), or name one with --model (e.g. --model clahe)")
-    return max(ranked)[1]
+        best = max(((_psnr(d, None), n) for n, d in baselines if math.isfinite(_psnr(d, None))), default=None)
+        hint = f" (the best baseline there: --model {best[1]})" if best else " (e.g. --model clahe)"
+        raise CorrectError(f"no trained model on the leaderboard ({metrics}/*.json with models/NAME/model.pt); "
+                           "run the pipeline first (`snakemake --cores all` or `dvc repro`), or name a model file "
+                           f"or a baseline with --model{hint}")
+    psnr, name = ranked[0]
+    rivals = sorted(((_psnr(d, column), n) for n, d in baselines if math.isfinite(_psnr(d, column))), reverse=True)
+    rival = f"; {rivals[0][1]} {rivals[0][0]:.1f}" if rivals else ""
+    where = f"on {column}" if column else "on the synthetic test split"
+    return name, f"best learned model {where} ({psnr:.1f} dB PSNR{rival})"
 
 
 def load_corrector(spec: str | None, device, metrics: Path = METRICS):
@@ -108,8 +133,8 @@ def load_corrector(spec: str | None, device, metrics: Path = METRICS):
     from expocorr.baselines import BASELINES
 
     if spec is None:
-        spec = best_method(metrics)
-        log.info("correct: using %s, the best method on the leaderboard", spec)
+        spec, reason = best_method(metrics)
+        log.info("correct: using %s: %s", spec, reason)
     path = Path(spec)
     if spec.endswith(".pt") or (path.is_file() and spec not in BASELINES):
         if not path.is_file():

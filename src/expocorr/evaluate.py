@@ -2,12 +2,15 @@
 metrics/details/NAME.json, metrics/NAME_per_image.csv and the example outputs in results/NAME/.
 
 ``metrics/NAME.json`` holds numbers only, the scores that `dvc metrics show` and `dvc metrics diff`
-compare (and MLflow logs): ``overall``, ``under``, ``over`` and ``per_ev``. Everything else goes to
+compare (and MLflow logs): ``overall``, ``under``, ``over`` and ``per_ev``, and ``extra``: one group per
+set of ``evaluate.extra_sets`` (real bracketed scenes rendered by `expocorr render-extra` into
+data/extra/SET/), ``{psnr, ssim, delta_e2000, under, over}``. Everything else goes to
 ``metrics/details/NAME.json``: what the method is, counts, timing, scores against every reference,
-no-reference status, the example outputs and the worst case, the params and the provenance.
+no-reference status, the example outputs and the worst case, the params and the provenance; the extra
+sets' per-image scores go to ``metrics/details/NAME_extra.csv`` (with a ``set`` column).
 
 Reads only ``evaluate.*`` (and ``render.*`` as context for the oracle baseline), the test split, the
-rendered images and, for a model, ``models/NAME/model.pt``. The provenance block records the
+rendered images, data/extra and, for a model, ``models/NAME/model.pt``. The provenance block records the
 circumstances of the run as they were (``data.source``, a hash of the params, commit, date, machine).
 """
 
@@ -28,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from expocorr import inference, split, stacks, tracking
+from expocorr import inference, render_extra, split, stacks, tracking
 from expocorr.atomic import atomic_dir, write_text
 from expocorr.errors import UserError
 from expocorr.images import read_rgb, to_uint8, write_rgb
@@ -43,6 +46,7 @@ DETAILS = METRICS / "details"
 RESULTS = Path("results")
 SCORES = ("psnr", "ssim", "delta_e2000")
 EV_SCORES = ("psnr", "ssim")  # per EV in metrics/NAME.json (per image, ΔE too: metrics/NAME_per_image.csv)
+EXTRA_FIELDS = ["set", "scene", "ev", "input", "reference", "identical_pair", *SCORES]  # metrics/details/NAME_extra.csv
 
 
 class EvaluateError(UserError, RuntimeError):
@@ -52,7 +56,8 @@ class EvaluateError(UserError, RuntimeError):
 def outputs(method: str) -> dict[str, Path]:
     """The declared outputs of `expocorr evaluate --method method`."""
     return {"json": METRICS / f"{method}.json", "details": DETAILS / f"{method}.json",
-            "csv": METRICS / f"{method}_per_image.csv", "results": RESULTS / method}
+            "csv": METRICS / f"{method}_per_image.csv", "extra": DETAILS / f"{method}_extra.csv",
+            "results": RESULTS / method}
 
 
 def reference_columns(rows: list[dict], headline: str) -> tuple[list[str], str]:
@@ -138,6 +143,10 @@ def run(params: dict, method: str) -> None:
     if not rows:
         raise EvaluateError(f"{split.OUT / 'test.csv'}: the test split is empty")
     columns, headline = reference_columns(rows, cfg["headline_reference"])
+    for name in cfg["extra_sets"] or {}:  # before any work
+        if not render_extra.manifest(name).exists():
+            raise EvaluateError(f"{render_extra.manifest(name)}: missing; evaluate.extra_sets names {name!r}: run "
+                                "`expocorr render-extra` first")
     try:
         device = inference.pick_device(cfg["device"])
     except inference.MethodError as exc:
@@ -155,31 +164,14 @@ def run(params: dict, method: str) -> None:
     per_image, seconds, megapixels = [], 0.0, 0.0
     with atomic_dir(files["results"]) as results_tmp:
         for row in tqdm(rows, desc=f"evaluate {method}", unit="image", disable=None):
-            image = read_rgb(row["input"])
-            ctx = {"ev": float(row["ev"]), "render": params["render"]}
-            if row.get("tau"):  # render.tau a range: the scene's own draw
-                ctx["tau"] = float(row["tau"])
-            if row.get("stack") and corrector.kind == "baseline":  # exposure stacks: the scene's registered bracket
-                ctx["stack"] = stacks.read_stack(row["stack"])
-            t0 = time.perf_counter()
-            output = to_uint8(corrector(image, ctx))
-            seconds += time.perf_counter() - t0
+            image, output, elapsed = _correct(corrector, row, params)
+            seconds += elapsed
             megapixels += image.shape[0] * image.shape[1] / 1e6
             record = {"scene": row["scene"], "ev": float(row["ev"]), "input": row["input"], "reference": row[headline]}
             references = {column: to_uint8(read_rgb(row[column])) for column in columns}
             record["identical_pair"] = bool(np.array_equal(to_uint8(image), references[headline]))
-            for column, reference in references.items():
-                if reference.shape != output.shape:
-                    raise EvaluateError(f"{row[column]}: reference size {reference.shape} differs from the "
-                                        f"output's {output.shape} for {row['input']}")
-                record[f"psnr:{column}"] = min(psnr(output, reference), cfg["psnr_cap"])
-                record[f"ssim:{column}"] = ssim(output, reference)
-                record[f"delta_e2000:{column}"] = delta_e2000(output, reference)
-                if cfg["y_channel"]:
-                    record[f"psnr_y:{column}"] = min(psnr(output, reference, y_channel=True), cfg["psnr_cap"])
-                    record[f"ssim_y:{column}"] = ssim(output, reference, y_channel=True)
-                if column == headline:
-                    histogram.add(output, reference)
+            _score(record, row, output, references, cfg)
+            histogram.add(output, references[headline])
             record.update(_round6(noref.score(output)))
             noref.add(output)
             record["_output"], record["_example"] = output, examples.get((row["scene"], row["ev"]))
@@ -191,11 +183,16 @@ def run(params: dict, method: str) -> None:
             write_rgb(results_tmp / name, record["_output"])
             record["output"] = (files["results"] / name).as_posix()
 
+    extra, extra_details, extra_rows = {}, {}, []
+    for name in cfg["extra_sets"] or {}:
+        scores_, details_, table_ = evaluate_extra(name, corrector, params)
+        extra[name], extra_details[name] = scores_, details_
+        extra_rows += table_
     scores, counts = aggregate(per_image, headline)
     set_level = _round6(noref.result())  # the Inception Score of the set: no per-image column
     splits = set_level.pop("inception_score_splits", None)  # a count: details
     scores["overall"].update({**histogram.result(), **_noref_means(per_image, noref), **set_level})
-    metrics = _numbers(scores)
+    metrics = _numbers({**scores, **({"extra": extra} if extra else {})})
     details = {
         "method": method, "kind": corrector.kind, "oracle": corrector.oracle, "headline_reference": headline,
         "psnr_cap": cfg["psnr_cap"], "n_images": len(per_image),
@@ -205,6 +202,7 @@ def run(params: dict, method: str) -> None:
                        for c in columns},
         "noref": noref.status(),
         **({"inception_score_splits": splits} if splits is not None else {}),
+        **({"extra_sets": extra_details} if extra_details else {}),
         "examples": [_example(r, headline) for r in kept],
         "worst": _example(worst, headline),
         "provenance": provenance(params, rows, device),
@@ -216,12 +214,70 @@ def run(params: dict, method: str) -> None:
               **{k.replace(f":{headline}", ""): v for k, v in r.items() if k.endswith(f":{headline}")},
               **{k: r[k] for k in noref.names if k in r}} for r in per_image]
     write_csv(files["csv"], table, list(table[0].keys()))
+    write_csv(files["extra"], extra_rows, EXTRA_FIELDS + (["psnr_y", "ssim_y"] if cfg["y_channel"] else []))
     write_text(files["details"], json.dumps(_finite(details), indent=2) + "\n")
     write_text(files["json"], json.dumps(metrics, indent=2) + "\n")
     _log_to_mlflow(params, method, corrector)
     overall = metrics["overall"]
     log.info("evaluate %s: %d images, PSNR %.2f dB, SSIM %.4f, ΔE2000 %.2f (vs %s)", method, len(per_image),
              overall["psnr"], overall["ssim"], overall["delta_e2000"], headline)
+    for name, group in metrics.get("extra", {}).items():
+        log.info("evaluate %s: extra set %s: %d pairs, PSNR %.2f dB, SSIM %.4f, ΔE2000 %.2f", method, name,
+                 extra_details[name]["n_images"], group["psnr"], group["ssim"], group["delta_e2000"])
+
+
+def _correct(corrector: inference.Method, row: dict, params: dict) -> tuple[np.ndarray, np.ndarray, float]:
+    """(the input of a manifest row, `corrector`'s uint8 output, the seconds it took)."""
+    image = read_rgb(row["input"])
+    ctx = {"ev": float(row["ev"]), "render": params["render"]}
+    if row.get("tau"):  # render.tau a range: the scene's own draw
+        ctx["tau"] = float(row["tau"])
+    if row.get("stack") and corrector.kind == "baseline":  # exposure stacks: the scene's registered bracket
+        ctx["stack"] = stacks.read_stack(row["stack"])
+    t0 = time.perf_counter()
+    output = to_uint8(corrector(image, ctx))
+    return image, output, time.perf_counter() - t0
+
+
+def _score(record: dict, row: dict, output: np.ndarray, references: dict, cfg: dict) -> None:
+    """Add PSNR/SSIM/ΔE (and the luma scores with `evaluate.y_channel`) against each reference column."""
+    for column, reference in references.items():
+        if reference.shape != output.shape:
+            raise EvaluateError(f"{row[column]}: reference size {reference.shape} differs from the "
+                                f"output's {output.shape} for {row['input']}")
+        record[f"psnr:{column}"] = min(psnr(output, reference), cfg["psnr_cap"])
+        record[f"ssim:{column}"] = ssim(output, reference)
+        record[f"delta_e2000:{column}"] = delta_e2000(output, reference)
+        if cfg["y_channel"]:
+            record[f"psnr_y:{column}"] = min(psnr(output, reference, y_channel=True), cfg["psnr_cap"])
+            record[f"ssim_y:{column}"] = ssim(output, reference, y_channel=True)
+
+
+def evaluate_extra(name: str, corrector: inference.Method, params: dict) -> tuple[dict, dict, list[dict]]:
+    """Score `corrector` on extra set `name` (data/extra/NAME/manifest.csv): its metrics group
+    (``{psnr, ssim, delta_e2000, under, over}``; identical pairs, the reference exposure against itself,
+    left out of the overall means as on the test split), its details (counts, per EV) and its per-image rows."""
+    path = render_extra.manifest(name)
+    rows = read_csv(path)
+    if not rows:
+        raise EvaluateError(f"{path}: no rows (evaluate.extra_sets.{name})")
+    per_image = []
+    for row in tqdm(rows, desc=f"evaluate {corrector.name} on {name}", unit="image", disable=None):
+        image, output, _ = _correct(corrector, row, params)
+        reference = to_uint8(read_rgb(row["reference"]))
+        record = {"set": name, "scene": row["scene"], "ev": float(row["ev"]), "input": row["input"],
+                  "reference": row["reference"], "identical_pair": bool(np.array_equal(to_uint8(image), reference))}
+        _score(record, row, output, {"reference": reference}, params["evaluate"])
+        per_image.append(record)
+    scores, counts = aggregate(per_image, "reference")
+    group = {**scores["overall"], **{k: scores[k] for k in ("under", "over") if k in scores}}
+    details = {"manifest": path.as_posix(), "n_images": len(per_image), "n_scenes": len({r["scene"] for r in rows}),
+               "n_identical_pairs": sum(r["identical_pair"] for r in per_image), "n": counts,
+               "per_ev": _numbers(scores["per_ev"])}
+    table = [{**{k: r[k] for k in ("set", "scene", "ev", "input", "reference")},
+              "identical_pair": int(r["identical_pair"]),
+              **{k.removesuffix(":reference"): v for k, v in r.items() if k.endswith(":reference")}} for r in per_image]
+    return group, details, table
 
 
 def _example(record: dict, headline: str) -> dict:

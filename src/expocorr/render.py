@@ -5,7 +5,9 @@ highlights, re-encode); raw files are developed by LibRaw at each EV with `exp_s
 noise applied the same way); `render.tau` is one threshold, or a range [lo, hi] from which each
 scene draws its own (``scene_tau``; the manifest then has a `tau` column);
 MSEC inputs and expert references are indexed as given (resized when `render.max_side` is set);
-exposure stacks are registered to their reference by `expocorr.render_stacks`.
+exposure stacks are registered to their reference by `expocorr.render_stacks`. With
+`render.realistic.enabled`, photos (sRGB, and raw files developed at EV 0) are captured by
+`expocorr.synthesis` instead: drawn EVs, camera curves, noise, white balance, roll-off and JPEG.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import rawpy
 from tqdm import tqdm
 
-from expocorr import download
+from expocorr import download, synthesis
 from expocorr.atomic import atomic_dir
 from expocorr.errors import UserError
 from expocorr.images import ImageError, read_rgb, resize_max_side, write_rgb
@@ -75,13 +77,13 @@ def add_noise(linear: np.ndarray, shot: float, read: float, rng: np.random.Gener
     return np.clip(linear + std * rng.standard_normal(linear.shape), 0.0, 1.0)
 
 
-def tau_range(tau: float | list[float]) -> tuple[float, float]:
-    """`render.tau` as (lo, hi): a number t is (t, t)."""
+def tau_range(tau: float | list[float], key: str = "render.tau") -> tuple[float, float]:
+    """`render.tau` (or the range at `key`) as (lo, hi): a number t is (t, t)."""
     if isinstance(tau, (int, float)):
         return float(tau), float(tau)
     lo, hi = (float(t) for t in tau)
     if lo > hi:
-        raise RenderError(f"render.tau: {list(tau)} is not a range [lo, hi] with lo <= hi")
+        raise RenderError(f"{key}: {list(tau)} is not a range [lo, hi] with lo <= hi")
     return lo, hi
 
 
@@ -139,6 +141,8 @@ def _render_srgb(row: dict, folder: Path, r: dict) -> list[dict]:
     write_rgb(folder / "reference.png", reference)
     # Re-read the reference as saved so EV 0 reproduces it exactly (same 8-bit quantisation).
     reference = read_rgb(folder / "reference.png")
+    if r["realistic"]["enabled"]:
+        return _render_realistic(reference, row["scene"], folder, r)
     rows = []
     for ev, image in render_evs(reference, row["scene"], r).items():
         write_rgb(folder / f"{ev_name(ev)}.png", image)
@@ -153,6 +157,35 @@ def _with_tau(rows: list[dict], scene: str, r: dict) -> list[dict]:
         for row in rows:
             row["tau"] = tau
     return rows
+
+
+def _render_realistic(reference: np.ndarray, scene: str, folder: Path, r: dict) -> list[dict]:
+    """`render.realistic`: the scene's drawn EVs, each captured with its own draws (recorded in the row)."""
+    cfg, seed = r["realistic"], r["seed"]
+    linear = decode_curve(reference.astype(np.float64), r["curve"], r["gamma"])
+    rows = []
+    for i, ev in enumerate(synthesis.scene_evs(cfg, seed, scene)):
+        drawn = synthesis.draw(cfg, seed, scene, i, ev)
+        image = synthesis.capture(linear, drawn, seed, scene, i, lambda x: encode_curve(x, r["curve"], r["gamma"]))
+        write_rgb(folder / f"{ev_name(ev)}.png", image)
+        rows.append({**drawn, "input": folder / f"{ev_name(ev)}.png", "reference": folder / "reference.png"})
+    return rows
+
+
+def _check_realistic(cfg: dict) -> None:
+    """`render.realistic` ranges ordered, and enough grid EVs for `per_scene` distinct ones."""
+    for key in ("ev_range", "shot_noise", "rolloff", "jpeg_quality"):
+        if cfg[key]:
+            tau_range(cfg[key], f"render.realistic.{key}")
+    grid = synthesis.ev_grid(cfg)
+    if len(grid) < cfg["per_scene"]:
+        raise RenderError(
+            f"render.realistic.per_scene: {cfg['per_scene']} distinct EVs per scene, but ev_range "
+            f"{list(cfg['ev_range'])} holds {len(grid)} multiples of ev_step {cfg['ev_step']}"
+        )
+    if cfg["read_noise"] and not cfg["shot_noise"]:
+        raise RenderError("render.realistic.read_noise: read noise is drawn from the shot-noise level; "
+                          "set render.realistic.shot_noise or read_noise: false")
 
 
 class RenderError(UserError, ValueError):
@@ -173,6 +206,10 @@ def _check_raw_evs(evs: list[float], tau: float = 1.0) -> None:
 
 
 def _render_raw(row: dict, folder: Path, r: dict) -> list[dict]:
+    if r["realistic"]["enabled"]:  # the EV 0 development is the reference, captured like an sRGB photo
+        reference = resize_max_side(develop_raw(Path(row["path"]), [], r["raw"]["half_size"])[0.0], r["max_side"])
+        write_rgb(folder / "reference.png", reference)
+        return _render_realistic(read_rgb(folder / "reference.png"), row["scene"], folder, r)
     developed = develop_raw(Path(row["path"]), r["evs"], r["raw"]["half_size"], scene_tau(r, row["scene"]))
     renders = {ev: resize_max_side(image, r["max_side"]) for ev, image in developed.items()}
     write_rgb(folder / "reference.png", renders[0.0])
@@ -217,7 +254,9 @@ def run(params: dict) -> None:
     r = dict(params["render"], evs=[float(ev) + 0.0 for ev in params["render"]["evs"]])  # -0.0 -> 0.0
     index = read_csv(download.INDEX)
     lowest_tau = tau_range(r["tau"])[0]  # checks a range before any work, whatever the source
-    if any(row["kind"] == "raw" for row in index):
+    if r["realistic"]["enabled"]:
+        _check_realistic(r["realistic"])
+    elif any(row["kind"] == "raw" for row in index):
         _check_raw_evs(r["evs"], lowest_tau)
     rows: list[dict] = []
     failed = 0
@@ -251,7 +290,7 @@ def run(params: dict) -> None:
     columns = ["scene", "ev"] + (["tau"] if any("tau" in row for row in rows) else []) + ["input"]
     columns += [c for c in REFERENCE_COLUMNS if any(c in row for row in rows)]
     columns += ["source"] + (["split"] if any("split" in row for row in rows) else [])
-    columns += [c for c in STACK_COLUMNS if any(c in row for row in rows)]
+    columns += [c for c in STACK_COLUMNS + synthesis.COLUMNS if any(c in row for row in rows)]
     write_csv(MANIFEST, rows, columns)
     from expocorr import render_stacks  # (see _render_stack)
 

@@ -1,7 +1,9 @@
 """Stage `report`: metrics/, the train logs and the example outputs -> reports/report.{md,html},
 reports/figures/ and reports/leaderboard.json.
 
-Reads only ``report.*`` and files: ``metrics/NAME.json`` (the scores), ``metrics/details/NAME.json``
+Reads only ``report.*`` and files: ``metrics/NAME.json`` (the scores, with one ``extra`` group per set of real
+bracketed scenes of ``evaluate.extra_sets``: a leaderboard column each, next to the synthetic test split's),
+``metrics/details/NAME.json``
 (what the method is, counts, examples, worst case, provenance) and ``metrics/NAME_per_image.csv``
 (the evaluate stage's), ``models/*/train_log.csv`` (optional), the images the details name
 (``results/NAME/*.png`` and their inputs and references) and ``reports/bench/infer_latency.json``
@@ -117,6 +119,12 @@ class Method:
         """A number, or NOT_COMPUTED for a missing, null or "not computed" value."""
         value = (self.overall if group is None else group).get(key)
         return value if number(value) is not None else NOT_COMPUTED
+
+    @property
+    def extra(self) -> dict[str, dict]:
+        """Extra test set -> its scores (``extra`` of metrics/NAME.json: psnr, ssim, delta_e2000, under, over)."""
+        value = self.data.get("extra")
+        return {str(k): v for k, v in value.items() if isinstance(v, dict)} if isinstance(value, dict) else {}
 
     @property
     def per_ev(self) -> dict[float, dict]:
@@ -251,9 +259,16 @@ def kind_label(method: Method) -> str:
     return f"{method.kind} (oracle)" if method.oracle else method.kind
 
 
+def extra_sets(methods: list[Method]) -> list[str]:
+    """The extra test sets any method was scored on, in the order the metrics files list them."""
+    return list(dict.fromkeys(name for m in methods for name in m.extra))
+
+
 def leaderboard(methods: list[Method], latency: dict[str, dict], ranked: bool = True) -> list[dict]:
     """One row per method, best headline PSNR first: the values as read (numbers or "not computed");
-    `rank` None when the test split is too small to rank (`ranked` false)."""
+    `rank` None when the test split is too small to rank (`ranked` false); `extra`: per extra test set
+    (real bracketed scenes), its PSNR, SSIM and ΔE2000 ("not computed" for a method not scored on it)."""
+    sets = extra_sets(methods)
     rows = []
     for rank, m in enumerate(methods, 1):
         if m.name in latency:
@@ -270,13 +285,16 @@ def leaderboard(methods: list[Method], latency: dict[str, dict], ranked: bool = 
             if m.kind == "model" else None,
             "seconds_per_megapixel": seconds, "seconds_per_megapixel_source": source,
             "n_images": m.data.get("n_images"), "headline_reference": m.data.get("headline_reference"),
+            **({"extra": {name: {key: m.score(key, m.extra.get(name, {})) for key in SCORES} for name in sets}}
+               if sets else {}),
         })
     return rows
 
 
 def _leaderboard_table(rows: list[dict], methods: list[Method], latency: dict) -> Table:
-    headers = ["#", "method", "kind", "PSNR (dB)", "SSIM", "ΔE2000", "hist lum", "hist con", "hist sat", "params",
-               "s / MP"]
+    sets = extra_sets(methods)
+    headers = ["#", "method", "kind", "PSNR (dB)", *(f"{name} PSNR (dB)" for name in sets), "SSIM",
+               *(f"{name} SSIM" for name in sets), "ΔE2000", "hist lum", "hist con", "hist sat", "params", "s / MP"]
     body = []
     for row, m in zip(rows, methods):
         params_cell = NO_VALUE if row["n_parameters"] is None else (
@@ -286,9 +304,22 @@ def _leaderboard_table(rows: list[dict], methods: list[Method], latency: dict) -
         if m.name in latency and seconds != NOT_COMPUTED:
             seconds += f" ({latency[m.name]['device']})"
         body.append([NO_VALUE if row["rank"] is None else str(row["rank"]), row["method"], kind_label(m),
-                     fmt(row["psnr"], 2, m.cap), fmt(row["ssim"], 4),
+                     fmt(row["psnr"], 2, m.cap), *(fmt(row["extra"][name]["psnr"], 2, m.cap) for name in sets),
+                     fmt(row["ssim"], 4), *(fmt(row["extra"][name]["ssim"], 4) for name in sets),
                      fmt(row["delta_e2000"], 2), *(fmt(row[k], 3) for k in HIST), params_cell, seconds])
     return Table(headers, body, id="leaderboard")
+
+
+def _extra_note(name: str, methods: list[Method]) -> str:
+    """What the leaderboard's columns of extra test set `name` measure, and on how many pairs."""
+    counts = sorted({f"{int(n['n_scenes'])} scene(s), {int(n['n_images'])} pair(s)" for n in
+                     ((m.data.get("extra_sets") or {}).get(name) or {} for m in methods)
+                     if number(n.get("n_scenes")) is not None and number(n.get("n_images")) is not None})
+    missing = [m.name for m in methods if name not in m.extra]
+    return (f"{name} PSNR / SSIM: real exposure errors, the bracketed scenes of `evaluate.extra_sets.{name}` "
+            f"({' / '.join(counts) or 'counts not recorded'}): every exposure against its scene's reference, pairs whose input is "
+            "that reference (the exposure nearest mid-grey, by default) left out of the means; PSNR (dB) and SSIM without a set name: the synthetic "
+            "test split." + (f" Not scored on {name}: {', '.join(missing)} ({NOT_COMPUTED})." if missing else ""))
 
 
 def _other_metrics_table(methods: list[Method]) -> Table:
@@ -946,6 +977,7 @@ def build(params: dict) -> tuple[list[Block], dict[str, Figure], list[dict]]:
     blocks += _protocol(methods)
 
     notes = [f"params: trainable parameters of a model (`n_parameters`); {NO_VALUE} for a baseline."]
+    notes += [_extra_note(name, methods) for name in extra_sets(methods)]
     if any(m.oracle for m in methods):
         notes.append("oracle: a baseline that looks at the reference (or the true exposure) to correct; an upper "
                      "bound for its family, not a competitor.")

@@ -1,4 +1,4 @@
-# Data stages: download -> render -> split.
+# Data stages: download -> render -> split; render_extra: the extra test sets of evaluate.extra_sets.
 
 
 rule download:
@@ -26,6 +26,7 @@ rule render:
         "src/expocorr/render.py",
         "src/expocorr/render_stacks.py",
         "src/expocorr/register.py",
+        "src/expocorr/synthesis.py",
     output:
         images=directory("data/rendered/images"),
         manifest=report("data/rendered/manifest.csv", caption="../report/manifest.rst", category="Data"),
@@ -52,3 +53,22 @@ rule split:
     threads: 1
     shell:
         "expocorr split --params params.yaml --log {log}"
+
+
+rule render_extra:
+    input:
+        "src/expocorr/render_extra.py",
+        "src/expocorr/render.py",
+        "src/expocorr/synthesis.py",
+        "src/expocorr/render_stacks.py",
+        "src/expocorr/stacks.py",
+        "src/expocorr/register.py",
+    output:
+        directory("data/extra"),
+    params:
+        extra_sets=config["evaluate"]["extra_sets"],
+    log:
+        stage_log("render_extra"),
+    threads: 1
+    shell:
+        "expocorr render-extra --params params.yaml --log {log}"

@@ -1,7 +1,8 @@
 # Evaluate stage: one rule per method, `evaluate_<method>`: the models of train.models (each depends
 # on its own model file, so retraining one model re-evaluates only that model) and the baselines of
 # evaluate.baselines (which also read render.* : the oracle inverts the synthesis). Every one reads the
-# metrics code and the downloaded network weights (the Inception Score's, when evaluate.noref names them).
+# metrics code, the downloaded network weights (the Inception Score's, when evaluate.noref names them) and
+# the extra test sets of evaluate.extra_sets (data/extra, written by render_extra).
 
 for _method, _depends, _params, _subcategory in [
     (m, f"models/{m}/model.pt", ["evaluate"], "Models") for m in MODELS
@@ -13,6 +14,7 @@ for _method, _depends, _params, _subcategory in [
         input:
             "data/splits/test.csv",
             "data/rendered/images",
+            "data/extra",
             "src/expocorr/evaluate.py",
             "src/expocorr/metrics",
             "data/downloads/weights",
@@ -24,6 +26,7 @@ for _method, _depends, _params, _subcategory in [
                              category="Metrics", subcategory=_subcategory,
                              labels={"method": _method, "table": "per image (CSV)"}),
             details=f"metrics/details/{_method}.json",
+            extra=f"metrics/details/{_method}_extra.csv",
             results=directory(f"results/{_method}"),
         params:
             method=_method,
