@@ -12,11 +12,10 @@ train.models and evaluate.baselines hold (workflow/plots/lines.json colours the 
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from pathlib import Path
 
-from expocorr.tables import read_csv, write_csv
+from expocorr.tables import finite_float, read_csv, write_csv
 
 PLOTS = Path("reports/plots")
 PER_EV = PLOTS / "psnr_per_ev.csv"
@@ -26,14 +25,6 @@ TRAINING_COLUMNS = ("train_loss", "val_psnr")
 # leaderboard.json key -> column of reports/leaderboard.csv
 LEADERBOARD_COLUMNS = {"rank": "#", "method": "method", "kind": "kind", "psnr": "PSNR (dB)", "ssim": "SSIM",
                        "delta_e2000": "ΔE2000", "n_parameters": "params", "seconds_per_megapixel": "s / MP"}
-
-
-def _number(text) -> float | None:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 def _mean(values: list[float]) -> float | str:
@@ -46,11 +37,11 @@ def per_ev_rows(metrics: Path) -> list[dict]:
     for path in sorted(metrics.glob("*_per_image.csv")):
         by_ev: dict[float, list[dict]] = defaultdict(list)
         for row in read_csv(path):
-            ev = _number(row.get("ev"))
+            ev = finite_float(row.get("ev"))
             if ev is not None:
                 by_ev[ev + 0.0].append(row)
         for ev, group in sorted(by_ev.items()):
-            scores = {key: [v for v in (_number(r.get(key)) for r in group) if v is not None] for key in ("psnr", "ssim")}
+            scores = {key: [v for v in (finite_float(r.get(key)) for r in group) if v is not None] for key in ("psnr", "ssim")}
             rows.append({"method": path.name.removesuffix("_per_image.csv"), "ev": f"{ev:g}",
                          **{key: _mean(values) for key, values in scores.items()}, "n": len(group)})
     return rows

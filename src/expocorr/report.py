@@ -38,7 +38,7 @@ from expocorr.errors import UserError
 from expocorr.images import ImageError, read_rgb, resize_max_side, to_uint8
 from expocorr.metrics.histogram import luminance
 from expocorr.plot_data import write as write_plot_data
-from expocorr.tables import read_csv
+from expocorr.tables import finite_float, read_csv
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def number(value) -> float | None:
 
 def _ev_key(ev) -> float | None:
     """An EV as a dict key (4 decimals, no -0.0), or None when it is not a number."""
-    value = _float(ev)
+    value = finite_float(ev)
     return None if value is None else round(value, 4) + 0.0
 
 
@@ -152,14 +152,6 @@ class Method:
     def worst(self) -> dict | None:
         worst = self.data.get("worst")
         return worst if isinstance(worst, dict) and "scene" in worst and _ev_key(worst.get("ev")) is not None else None
-
-
-def _float(text) -> float | None:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 def _read_json(path: Path) -> dict:
@@ -236,7 +228,7 @@ def load_train_logs(folder: Path = MODELS) -> dict[str, dict[str, np.ndarray]]:
         if "epoch" not in rows[0]:
             raise ReportError(f"{path}: no 'epoch' column; not a train log of the train stage")
         logs[path.parent.name] = {
-            column: np.array([_float(r.get(column)) if _float(r.get(column)) is not None else np.nan for r in rows])
+            column: np.array([finite_float(r.get(column)) if finite_float(r.get(column)) is not None else np.nan for r in rows])
             for column in rows[0]
         }
     return logs
@@ -490,7 +482,7 @@ def figure_under_over(methods: list[Method]) -> Figure | None:
 
 
 def figure_per_image(methods: list[Method]) -> Figure | None:
-    data = [(m, [v for v in (_float(r.get("psnr")) for r in m.per_image) if v is not None]) for m in methods]
+    data = [(m, [v for v in (finite_float(r.get("psnr")) for r in m.per_image) if v is not None]) for m in methods]
     data = [(m, values) for m, values in data if values]
     if not data:
         return None
@@ -867,7 +859,7 @@ def _capped(methods: list[Method]) -> str:
     the means (not identical pairs, which the means leave out); '' when none."""
     counts = []
     for m in methods:
-        values = [_float(r.get("psnr")) for r in m.per_image if r.get("identical_pair") != "1"]
+        values = [finite_float(r.get("psnr")) for r in m.per_image if r.get("identical_pair") != "1"]
         hits = sum(1 for v in values if m.cap is not None and v is not None and v >= m.cap)
         if hits:
             counts.append(f"{m.name}: {hits} of {len(values)} images")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 
 from expocorr.atomic import write_text
@@ -23,3 +24,12 @@ def read_csv(path: str | Path) -> list[dict]:
     """Rows of a CSV file as dicts of strings."""
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
+
+
+def finite_float(text) -> float | None:
+    """A table cell as a finite float, else None (empty, non-numeric, NaN or infinite)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
