@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 import math
 
+import cv2
 import numpy as np
 import pytest
+import skimage
 import yaml
 from mlflow.tracking import MlflowClient
 
 import bracketed
 import workspace
-from expocorr import cli
+from expocorr import cli, evaluate, inference
 from expocorr.evaluate import example_rows
 from expocorr.images import read_rgb, to_uint8
-from expocorr.metrics import psnr
+from expocorr.metrics import NoReference, psnr
 from expocorr.tables import read_csv
 
 pytestmark = pytest.mark.slow
@@ -28,17 +30,36 @@ def tiny(params):
     params["evaluate"]["n_examples"] = 2
 
 
+def write_unpaired(folder):
+    """Real photos without references, as a folder such as SICE Part 1 holds them: JPEG and PNG, one in a
+    sub-folder, 200 px; a corrupt JPEG and a hidden file among them, one photo past the limit of 3."""
+    for name, photo in (("a_astronaut.jpg", "astronaut"), ("c/coffee.png", "coffee"), ("d_chelsea.jpg", "chelsea"),
+                        ("e_rocket.jpg", "rocket")):
+        rgb = getattr(skimage.data, photo)()
+        scale = 200 / max(rgb.shape[:2])
+        bracketed.save(folder / name, cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA))
+    (folder / "b_broken.jpg").write_bytes(b"\xff\xd8 not a JPEG")
+    (folder / ".hidden.jpg").write_bytes((folder / "a_astronaut.jpg").read_bytes())
+
+
+UNPAIRED_PHOTOS = ["a_astronaut", "c__coffee", "d_chelsea"]
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     """Data stages, one short training and three evaluations, run once for the module; every
-    evaluation also scores an extra set of two real-photo bracketed scenes (`evaluate.extra_sets`)."""
+    evaluation also scores an extra set of two real-photo bracketed scenes (`evaluate.extra_sets`) and
+    an unpaired set of three real photos (`evaluate.unpaired_sets`, NIQE with the bundled model)."""
     root = tmp_path_factory.mktemp("eval")
     for name in bracketed.PHOTOS[:2]:
         bracketed.write_stack(root / "stacks" / name, name, side=96)
+    write_unpaired(root / "unpaired")
 
     def edit(params):
         tiny(params)
         params["evaluate"]["extra_sets"] = {"brackets": {"folder": str(root / "stacks"), "max_side": 96}}
+        params["evaluate"]["unpaired_sets"] = {"real": {"folder": str(root / "unpaired"), "max_side": 160, "limit": 3}}
+        params["evaluate"]["noref"]["niqe_params"] = "bundled"
 
     repo = workspace.make(root, edit)
     for cmd in (["download"], ["render"], ["split"], ["render-extra"], ["train", "--model", "exponet"],
@@ -64,14 +85,16 @@ def leaves(tree: dict) -> list:
 
 def test_metrics_json_has_the_documented_shape(repo):
     m = scores(repo, "identity")
-    assert set(m) == {"overall", "under", "over", "per_ev", "extra"}
+    assert set(m) == {"overall", "under", "over", "per_ev", "extra", "unpaired"}
     assert set(m["per_ev"]) == {"-1.5", "-1.0", "0.0", "1.0", "1.5"}
     assert all(set(group) == {"psnr", "ssim"} for group in m["per_ev"].values())
     for group in ("under", "over"):
         assert set(m[group]) == {"psnr", "ssim", "delta_e2000"}, group
-    # BRISQUE computed: a number; NIQE, LPIPS, PI and the Inception Score not: absent (their reason: details)
+    # BRISQUE computed: a number; LPIPS, PI and the Inception Score not: absent (their reason: details); NIQE
+    # computed, but the 64 px test images are smaller than its 96 px block: no value, no mean
     assert set(m["overall"]) == {"psnr", "ssim", "delta_e2000", "hist_luminance", "hist_contrast", "hist_saturation",
                                  "brisque"}
+    assert m["unpaired"]["real"].pop("n_images") == 3  # a count; every other leaf a score
     assert all(isinstance(v, float) and math.isfinite(v) for v in leaves(m))
 
     s = summary(repo, "identity")
@@ -79,7 +102,8 @@ def test_metrics_json_has_the_documented_shape(repo):
     test_rows = read_csv(repo / "data/splits/test.csv")
     assert s["n_images"] == len(test_rows) == s["n"]["overall"] + s["n_identical_pairs"]
     assert s["n"]["per_ev"] == {ev: len(test_rows) // 5 for ev in m["per_ev"]}
-    assert s["noref"]["niqe"].startswith("not computed: ") and s["noref"]["brisque"].startswith("computed")
+    assert s["noref"]["niqe"].startswith("computed: NIQE with the bundled")
+    assert s["noref"]["brisque"].startswith("computed")
     assert s["references"].keys() == {"reference"}
     assert s["seconds_per_megapixel"] >= 0
     assert {"data_source": "bundled", "test_scenes": len({r["scene"] for r in test_rows}),
@@ -118,6 +142,47 @@ def test_extra_set_is_scored_like_the_test_split(repo):
             assert float(r["psnr"]) == pytest.approx(psnr(a, b), abs=1e-9)
 
 
+def test_unpaired_set_gets_no_reference_scores(repo):
+    """`expocorr render-extra` takes the first 3 readable photos in path order (recursively; the corrupt one
+    skipped and listed, the hidden one passed over), at most 160 px; every evaluate stage records their mean
+    BRISQUE and NIQE, per-photo rows and the outputs of the first n_examples photos; the identity's are the inputs'."""
+    rows = read_csv(repo / "data/extra/real/manifest.csv")
+    assert [r["photo"] for r in rows] == UNPAIRED_PHOTOS
+    assert all(max(read_rgb(repo / r["input"]).shape[:2]) == 160 for r in rows)
+    sets = json.loads((repo / "data/extra/sets.json").read_text())
+    assert sets["brackets"]["kind"] == "bracketed" and sets["real"]["kind"] == "unpaired"
+    assert [s["path"].rsplit("/", 1)[1] for s in sets["real"]["skipped"]] == ["b_broken.jpg"]
+    noref = NoReference({"brisque": True, "niqe_params": "bundled"})
+    inputs = [noref.score(to_uint8(read_rgb(repo / r["input"]))) for r in rows]
+    for method in ("identity", "clahe", "exponet"):
+        group = scores(repo, method)["unpaired"]["real"]
+        assert set(group) == {"brisque", "niqe", "grid", "n_images"} and group["n_images"] == 3, method
+        table = read_csv(repo / "metrics/details" / f"{method}_unpaired.csv")
+        assert [r["photo"] for r in table] == UNPAIRED_PHOTOS and {r["set"] for r in table} == {"real"}
+        for key in ("brisque", "niqe", "grid"):
+            assert group[key] == pytest.approx(np.mean([float(r[key]) for r in table]), abs=1e-5)
+        assert group["grid"] < 1.5, method  # no printed grid (a faint one: 2.5 levels; tests/test_checkerboard.py)
+        examples = summary(repo, method)["unpaired_sets"]["real"]["examples"]
+        assert [e["photo"] for e in examples] == UNPAIRED_PHOTOS[:2]  # evaluate.n_examples = 2
+        assert all((repo / e["output"]).is_file() for e in examples)
+    identity = read_csv(repo / "metrics/details/identity_unpaired.csv")
+    for row, own in zip(identity, inputs):
+        assert float(row["brisque"]) == pytest.approx(own["brisque"], abs=1e-5)
+        assert float(row["niqe"]) == pytest.approx(own["niqe"], abs=1e-5)
+        assert float(row["grid"]) == 0.0  # the input against itself
+    assert scores(repo, "clahe")["unpaired"]["real"] != scores(repo, "identity")["unpaired"]["real"]
+
+
+def test_oracle_is_not_scored_on_unpaired_photos(repo, monkeypatch):
+    """A lone real photo has no known EV: the oracle cannot run on it, and the set says so instead of a number."""
+    monkeypatch.chdir(repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    oracle = inference.load_method("inverse_synthesis")
+    group, details, table = evaluate.evaluate_unpaired("real", oracle, params, NoReference({"brisque": True}),
+                                                       (repo / "unused", repo / "unused"))
+    assert group == {} and table == [] and details["status"].startswith("not computed: inverse_synthesis is an oracle")
+
+
 def test_correct_without_model_picks_the_learned_model_on_the_real_column(repo, tmp_path, monkeypatch, caplog):
     """On these real metrics a baseline leads the brackets column, yet `expocorr correct` without --model
     uses the trained model and says why in one line, quoting the best baseline."""
@@ -150,6 +215,24 @@ def test_extra_set_errors_name_the_key(repo, tmp_path, monkeypatch, caplog):
             "`expocorr render-extra` first") in caplog.text
     assert (repo / "metrics/identity.json").read_bytes() == before
 
+    (tmp_path / "unreadable").mkdir()
+    (tmp_path / "unreadable" / "x.jpg").write_bytes(b"not a photo")
+    for folder, message in ((tmp_path / "absent", "is not a folder"), (tmp_path / "unreadable", "no readable photo")):
+        edited["evaluate"]["extra_sets"] = {}
+        edited["evaluate"]["unpaired_sets"] = {"photos": {"folder": str(folder)}}
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
+        monkeypatch.chdir(tmp_path)
+        caplog.clear()
+        assert cli.main(["render-extra"]) == 1
+        line = next(r.getMessage() for r in caplog.records if "render-extra failed" in r.getMessage())
+        assert line.startswith("render-extra failed: evaluate.unpaired_sets.photos.folder: ") and message in line
+        assert "\n" not in line
+    edited["evaluate"]["extra_sets"] = {"photos": {"folder": str(tmp_path / "empty")}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
+    assert cli.main(["render-extra"]) == 1
+    assert ("render-extra failed: evaluate.unpaired_sets.photos: also a set of evaluate.extra_sets (both would be "
+            "data/extra/photos); rename one") in caplog.text
+
 
 def test_examples_spread_over_scenes_and_exposures():
     rows = [{"scene": s, "ev": str(ev)} for s in ("a", "b", "c") for ev in (-1.5, -1.0, 0.0, 1.0, 1.5)]
@@ -174,6 +257,25 @@ def test_report_shows_each_models_worst_case(repo):
     header = next(line for line in markdown.splitlines() if line.startswith("| # |"))
     assert "| PSNR (dB) | brackets PSNR (dB) | SSIM | brackets SSIM |" in header
     assert "bracketed scenes of `evaluate.extra_sets.brackets` (2 scene(s), 10 pair(s))" in markdown
+    # the unpaired set: leaderboard columns (JSON and CSV), a section with its table and its grid
+    csv_rows = {r["method"]: r for r in read_csv(repo / "reports/leaderboard.csv")}
+    for method in ("identity", "clahe", "exponet"):
+        real = scores(repo, method)["unpaired"]["real"]
+        assert board[method]["unpaired_real_brisque"] == real["brisque"]
+        assert board[method]["unpaired_real_niqe"] == real["niqe"]
+        assert board[method]["extra_brackets_psnr"] == scores(repo, method)["extra"]["brackets"]["psnr"]
+        assert float(csv_rows[method]["unpaired_real_niqe"]) == pytest.approx(real["niqe"], rel=1e-3)
+        assert float(csv_rows[method]["extra_brackets_ssim"]) == pytest.approx(
+            scores(repo, method)["extra"]["brackets"]["ssim"], rel=1e-3)
+    assert "## Real photos without references" in markdown
+    assert "| method | real BRISQUE | real NIQE | real grid |" in markdown
+    identity = scores(repo, "identity")["unpaired"]["real"]
+    assert f"| identity (the inputs) | {identity['brisque']:.2f} | {identity['niqe']:.2f} | 0.00 |" in markdown
+    assert "(figures/unpaired_real.jpg)" in markdown and "real: the first 2 photos" in markdown
+    grid = repo / "reports/figures/unpaired_real.jpg"
+    assert grid.read_bytes()[:3] == b"\xff\xd8\xff"
+    html = (repo / "reports/report.html").read_text()
+    assert '<table id="unpaired">' in html and 'id="fig-unpaired_real"' in html
 
 
 def test_identity_scores_match_an_independent_computation(repo):

@@ -325,6 +325,22 @@ def test_niqe_edge_cases(niqe_params_file):
         niqe_module.niqe(np.zeros((95, 300, 3), np.uint8), mu, cov)
 
 
+def test_bundled_niqe_model_is_its_refit(tmp_path, astronaut, capsys):
+    """niqe_bundled.npz is what `python -m expocorr.metrics fit-niqe-bundled` fits on the bundled photos; with
+    `niqe_params: bundled` NIQE is computed from it, and an image smaller than one block has no value."""
+    assert niqe_module.main(["fit-niqe-bundled", str(tmp_path / "refit.npz")]) == 0
+    assert "fitted on 8 bundled photos" in capsys.readouterr().out
+    for shipped, refit in zip(niqe_module.load_params(niqe_module.BUNDLED_PARAMS),
+                              niqe_module.load_params(tmp_path / "refit.npz")):
+        np.testing.assert_allclose(refit, shipped, rtol=1e-7, atol=1e-12)
+    assert niqe_module.main(["fit-niqe-bundled"]) == 2
+    noref = NoReference({"niqe_params": "bundled"})
+    assert noref.names == ("niqe",) and "not the MATLAB release's model" in noref.status()["niqe"]
+    clean = noref.score(astronaut)["niqe"]
+    assert math.isfinite(clean) and noref.score(_blurred(astronaut))["niqe"] > clean + 2
+    assert math.isnan(noref.score(astronaut[:95])["niqe"])
+
+
 def test_aggd_fit_recovers_generalised_gaussian_parameters():
     # A symmetric GGD of shape a and scale s has beta_l = beta_r = s in NIQE's parametrisation.
     for shape, scale, seed in ((0.8, 0.5, 1), (2.0, 1.3, 2)):

@@ -526,8 +526,8 @@ def test_html_renders_in_chromium(built, tmp_path):
 
 MAX_HTML_BYTES = 5_000_000
 # `dvc metrics show` with the default methods: Path (the longest default metrics file, plus DVC's 4-space gap)
-# and the 23 columns of metrics/NAME.json (7 overall, 3 under, 3 over, 5 EVs x 2), each as wide as its name
-# (at most 23 characters, "overall.hist_saturation") or its value at 5 significant digits, plus 4: ~470
+# and the 24 columns of metrics/NAME.json (8 overall, 3 under, 3 over, 5 EVs x 2), each as wide as its name
+# (at most 23 characters, "overall.hist_saturation") or its value at 5 significant digits, plus 4: ~485
 # characters. 500 is that plus slack: one column group more (or a string column) does not fit.
 MAX_SHOW_LINE = 500
 LONGEST_DEFAULT_METRICS = "metrics/inverse_synthesis.json"
@@ -576,7 +576,7 @@ def test_dvc_metrics_show_is_numeric_and_short(dvc_run):
         return out
 
     columns = {f"overall.{k}" for k in ("psnr", "ssim", "delta_e2000", "hist_luminance", "hist_contrast",
-                                        "hist_saturation", "brisque")}
+                                        "hist_saturation", "brisque", "niqe")}
     columns |= {f"{g}.{k}" for g in ("under", "over") for k in ("psnr", "ssim", "delta_e2000")}
     columns |= {f"per_ev.{ev}.{k}" for ev in ("-1.5", "-1.0", "0.0", "1.0", "1.5") for k in ("psnr", "ssim")}
     for path, tree in data.items():

@@ -4,10 +4,15 @@ metrics/details/NAME.json, metrics/NAME_per_image.csv and the example outputs in
 ``metrics/NAME.json`` holds numbers only, the scores that `dvc metrics show` and `dvc metrics diff`
 compare (and MLflow logs): ``overall``, ``under``, ``over`` and ``per_ev``, and ``extra``: one group per
 set of ``evaluate.extra_sets`` (real bracketed scenes rendered by `expocorr render-extra` into
-data/extra/SET/), ``{psnr, ssim, delta_e2000, under, over}``. Everything else goes to
+data/extra/SET/), ``{psnr, ssim, delta_e2000, under, over}``, and ``unpaired``: one group per set of
+``evaluate.unpaired_sets`` (real photos without references, data/extra/SET/), the means of the no-reference
+scores computed and ``n_images``. Everything else goes to
 ``metrics/details/NAME.json``: what the method is, counts, timing, scores against every reference,
 no-reference status, the example outputs and the worst case, the params and the provenance; the extra
-sets' per-image scores go to ``metrics/details/NAME_extra.csv`` (with a ``set`` column).
+sets' per-image scores go to ``metrics/details/NAME_extra.csv`` and the unpaired sets' to
+``metrics/details/NAME_unpaired.csv`` (both with a ``set`` column). The outputs of the first
+``evaluate.n_examples`` photos of each unpaired set are kept in results/NAME/unpaired/SET/; a method that
+cannot run on a lone photo of unknown exposure (an oracle, a stack merge) has the set "not computed".
 
 Reads only ``evaluate.*`` (and ``render.*`` as context for the oracle baseline), the test split, the
 rendered images, data/extra and, for a model, ``models/NAME/model.pt``. The provenance block records the
@@ -33,9 +38,12 @@ from tqdm import tqdm
 
 from expocorr import inference, render_extra, split, stacks, tracking
 from expocorr.atomic import atomic_dir, write_text
+from expocorr.baselines.registry import BaselineError
 from expocorr.errors import UserError
 from expocorr.images import read_rgb, to_uint8, write_rgb
 from expocorr.metrics import HistogramSimilarity, NoReference, delta_e2000, psnr, ssim
+from expocorr.metrics.checkerboard import grid_excess
+from expocorr.metrics.noref import NOT_COMPUTED
 from expocorr.render import IMAGES, ev_name
 from expocorr.tables import read_csv, write_csv
 
@@ -47,6 +55,7 @@ RESULTS = Path("results")
 SCORES = ("psnr", "ssim", "delta_e2000")
 EV_SCORES = ("psnr", "ssim")  # per EV in metrics/NAME.json (per image, ΔE too: metrics/NAME_per_image.csv)
 EXTRA_FIELDS = ["set", "scene", "ev", "input", "reference", "identical_pair", *SCORES]  # metrics/details/NAME_extra.csv
+UNPAIRED_FIELDS = ["set", "photo", "input", "output", "grid"]  # + the no-reference scores: ..._unpaired.csv
 
 
 class EvaluateError(UserError, RuntimeError):
@@ -57,7 +66,7 @@ def outputs(method: str) -> dict[str, Path]:
     """The declared outputs of `expocorr evaluate --method method`."""
     return {"json": METRICS / f"{method}.json", "details": DETAILS / f"{method}.json",
             "csv": METRICS / f"{method}_per_image.csv", "extra": DETAILS / f"{method}_extra.csv",
-            "results": RESULTS / method}
+            "unpaired": DETAILS / f"{method}_unpaired.csv", "results": RESULTS / method}
 
 
 def reference_columns(rows: list[dict], headline: str) -> tuple[list[str], str]:
@@ -143,9 +152,10 @@ def run(params: dict, method: str) -> None:
     if not rows:
         raise EvaluateError(f"{split.OUT / 'test.csv'}: the test split is empty")
     columns, headline = reference_columns(rows, cfg["headline_reference"])
-    for name in cfg["extra_sets"] or {}:  # before any work
+    for name, kind in render_extra.set_kinds(cfg).items():  # before any work
         if not render_extra.manifest(name).exists():
-            raise EvaluateError(f"{render_extra.manifest(name)}: missing; evaluate.extra_sets names {name!r}: run "
+            key = "extra_sets" if kind == "bracketed" else "unpaired_sets"
+            raise EvaluateError(f"{render_extra.manifest(name)}: missing; evaluate.{key} names {name!r}: run "
                                 "`expocorr render-extra` first")
     try:
         device = inference.pick_device(cfg["device"])
@@ -182,6 +192,12 @@ def run(params: dict, method: str) -> None:
             name = f"{record['scene']}_{ev_name(record['ev'])}.png"
             write_rgb(results_tmp / name, record["_output"])
             record["output"] = (files["results"] / name).as_posix()
+        unpaired, unpaired_details, unpaired_rows = {}, {}, []
+        for name in cfg["unpaired_sets"] or {}:
+            scores_, details_, table_ = evaluate_unpaired(name, corrector, params, noref,
+                                                          (results_tmp, files["results"]))
+            unpaired[name], unpaired_details[name] = scores_, details_
+            unpaired_rows += table_
 
     extra, extra_details, extra_rows = {}, {}, []
     for name in cfg["extra_sets"] or {}:
@@ -192,7 +208,8 @@ def run(params: dict, method: str) -> None:
     set_level = _round6(noref.result())  # the Inception Score of the set: no per-image column
     splits = set_level.pop("inception_score_splits", None)  # a count: details
     scores["overall"].update({**histogram.result(), **_noref_means(per_image, noref), **set_level})
-    metrics = _numbers({**scores, **({"extra": extra} if extra else {})})
+    metrics = _numbers({**scores, **({"extra": extra} if extra else {}),
+                        **({"unpaired": unpaired} if unpaired else {})})
     details = {
         "method": method, "kind": corrector.kind, "oracle": corrector.oracle, "headline_reference": headline,
         "psnr_cap": cfg["psnr_cap"], "n_images": len(per_image),
@@ -203,6 +220,7 @@ def run(params: dict, method: str) -> None:
         "noref": noref.status(),
         **({"inception_score_splits": splits} if splits is not None else {}),
         **({"extra_sets": extra_details} if extra_details else {}),
+        **({"unpaired_sets": unpaired_details} if unpaired_details else {}),
         "examples": [_example(r, headline) for r in kept],
         "worst": _example(worst, headline),
         "provenance": provenance(params, rows, device),
@@ -215,6 +233,7 @@ def run(params: dict, method: str) -> None:
               **{k: r[k] for k in noref.names if k in r}} for r in per_image]
     write_csv(files["csv"], table, list(table[0].keys()))
     write_csv(files["extra"], extra_rows, EXTRA_FIELDS + (["psnr_y", "ssim_y"] if cfg["y_channel"] else []))
+    write_csv(files["unpaired"], unpaired_rows, UNPAIRED_FIELDS + list(noref.names))
     write_text(files["details"], json.dumps(_finite(details), indent=2) + "\n")
     write_text(files["json"], json.dumps(metrics, indent=2) + "\n")
     _log_to_mlflow(params, method, corrector)
@@ -224,6 +243,11 @@ def run(params: dict, method: str) -> None:
     for name, group in metrics.get("extra", {}).items():
         log.info("evaluate %s: extra set %s: %d pairs, PSNR %.2f dB, SSIM %.4f, ΔE2000 %.2f", method, name,
                  extra_details[name]["n_images"], group["psnr"], group["ssim"], group["delta_e2000"])
+    for name, details_ in unpaired_details.items():
+        group = metrics.get("unpaired", {}).get(name, {})
+        means = ", ".join(f"{k} {v:.3f}" for k, v in group.items() if k != "n_images")
+        log.info("evaluate %s: unpaired set %s: %d photos, %s", method, name, details_["n_images"],
+                 means or details_["status"])
 
 
 def _correct(corrector: inference.Method, row: dict, params: dict) -> tuple[np.ndarray, np.ndarray, float]:
@@ -278,6 +302,39 @@ def evaluate_extra(name: str, corrector: inference.Method, params: dict) -> tupl
               "identical_pair": int(r["identical_pair"]),
               **{k.removesuffix(":reference"): v for k, v in r.items() if k.endswith(":reference")}} for r in per_image]
     return group, details, table
+
+
+def evaluate_unpaired(name: str, corrector: inference.Method, params: dict, noref: NoReference,
+                      results: tuple[Path, Path]) -> tuple[dict, dict, list[dict]]:
+    """Run `corrector` on unpaired set `name` (data/extra/NAME/manifest.csv, no EV known) and score each
+    output with `noref` and for grid artefacts (``grid``: `checkerboard.grid_excess` over its input, in
+    8-bit grey levels): its metrics group (the mean of each score computed, ``n_images``), its details
+    (status, counts, the examples kept) and its per-image rows. The first ``evaluate.n_examples`` outputs
+    are written under unpaired/NAME/ of `results` (the temporary folder, and its final place)."""
+    path = render_extra.manifest(name)
+    rows = read_csv(path)
+    if not rows:
+        raise EvaluateError(f"{path}: no rows (evaluate.unpaired_sets.{name})")
+    ctx, kept = {"ev": None, "render": params["render"]}, params["evaluate"]["n_examples"]
+    table = []
+    for i, row in enumerate(tqdm(rows, desc=f"evaluate {corrector.name} on {name}", unit="photo", disable=None)):
+        source = read_rgb(row["input"])
+        try:
+            output = to_uint8(corrector(source, ctx))
+        except BaselineError as exc:  # an oracle or a stack merge: needs what a lone photo does not have
+            return {}, {"manifest": path.as_posix(), "n_images": 0, "status": f"{NOT_COMPUTED}: {exc}"}, []
+        record = {"set": name, "photo": row["photo"], "input": row["input"], "output": "",
+                  "grid": round(grid_excess(output / 255.0, source), 6),
+                  **{k: v for k, v in _round6(noref.score(output)).items() if k in noref.names}}
+        if i < kept:
+            file = Path("unpaired") / name / f"{row['photo']}.png"
+            write_rgb(results[0] / file, output)
+            record["output"] = (results[1] / file).as_posix()
+        table.append(record)
+    details = {"manifest": path.as_posix(), "n_images": len(table), "status": "computed",
+               "examples": [r for r in table if r["output"]]}
+    return {**_noref_means(table, noref), "grid": _mean([r["grid"] for r in table]), "n_images": len(table)}, \
+        details, table
 
 
 def _example(record: dict, headline: str) -> dict:

@@ -6,8 +6,9 @@ train.models and evaluate.baselines hold (workflow/plots/lines.json colours the 
 * ``reports/plots/psnr_per_ev.csv``: method, ev, psnr, ssim, n — the mean over the test images at
   each EV of ``metrics/NAME_per_image.csv`` (identical pairs included, as in the metrics' per_ev);
 * ``reports/plots/training.csv``: method, epoch, train_loss, val_psnr — ``models/NAME/train_log.csv``;
-* ``reports/leaderboard.csv``: the headline columns of the leaderboard rows, numbers to 4 significant
-  digits (the table on the first page of ``snakemake --report``).
+* ``reports/leaderboard.csv``: the headline columns of the leaderboard rows, then the columns of the extra
+  and unpaired sets (``extra_SET_psnr``, ``extra_SET_ssim``, ``unpaired_SET_brisque``, ``unpaired_SET_niqe``),
+  numbers to 4 significant digits (the table on the first page of ``snakemake --report``).
 """
 
 from __future__ import annotations
@@ -53,11 +54,17 @@ def training_rows(models: Path) -> list[dict]:
             for path in sorted(models.glob("*/train_log.csv")) for row in read_csv(path)]
 
 
+def set_columns(leaderboard: list[dict]) -> list[str]:
+    """The per-set columns of the leaderboard rows (``extra_SET_*``, ``unpaired_SET_*``), in their order."""
+    return [key for key in (leaderboard[0] if leaderboard else {}) if key.startswith(("extra_", "unpaired_"))]
+
+
 def leaderboard_rows(leaderboard: list[dict]) -> list[dict]:
-    """The headline columns of the leaderboard rows (an oracle's kind says so), numbers to 4 digits."""
+    """The headline and per-set columns of the leaderboard rows (an oracle's kind says so), numbers to 4 digits."""
     rows = []
     for row in leaderboard:
         cells = {column: row.get(key) for key, column in LEADERBOARD_COLUMNS.items()}
+        cells |= {key: row.get(key) for key in set_columns(leaderboard)}
         cells["kind"] = f"{cells['kind']} (oracle)" if row.get("oracle") else cells["kind"]
         rows.append({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in cells.items()})
     return rows
@@ -67,4 +74,4 @@ def write(leaderboard: list[dict], metrics: Path = Path("metrics"), models: Path
     """Write the per-EV, training and leaderboard tables (each atomically)."""
     write_csv(PER_EV, per_ev_rows(metrics), ["method", "ev", "psnr", "ssim", "n"])
     write_csv(TRAINING, training_rows(models), ["method", "epoch", *TRAINING_COLUMNS])
-    write_csv(LEADERBOARD, leaderboard_rows(leaderboard), list(LEADERBOARD_COLUMNS.values()))
+    write_csv(LEADERBOARD, leaderboard_rows(leaderboard), [*LEADERBOARD_COLUMNS.values(), *set_columns(leaderboard)])

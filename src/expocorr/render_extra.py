@@ -1,5 +1,6 @@
 """Stage `render_extra`: the real bracketed scenes of ``evaluate.extra_sets`` -> data/extra/NAME/
-(images/, manifest.csv, registration.csv) and data/extra/sets.json, extra test sets every evaluate stage scores.
+(images/, manifest.csv, registration.csv), the real photos without references of ``evaluate.unpaired_sets``
+-> data/extra/NAME/ (images/, manifest.csv), and data/extra/sets.json: the extra sets every evaluate stage scores.
 
 Each set is a folder laid out as a ``data.source: stacks`` folder (README "Exposure stacks"): its scenes
 are gathered as the download stage gathers them (`stacks.collect`, into a temporary folder) and rendered
@@ -8,7 +9,13 @@ its EV is log2(its exposure time / the reference exposure's), and the reference 
 ``reference`` (``nearest_mid_grey``: the exposure nearest mid-grey, so that exposure scores as an
 identical pair), at most ``max_side`` px, registered with the render stage's default ECC settings.
 
-Reads only ``evaluate.extra_sets``; writes data/extra (with sets.json) even when no set is named.
+An unpaired set is a folder of photos (JPEG/PNG/TIFF, searched recursively, hidden files passed over):
+the first ``limit`` readable regular files in sorted order of their path in the folder, each downscaled
+(area) to at most ``max_side`` px and stored as PNG; an unreadable photo is skipped with a log line naming
+it and listed in sets.json. The two kinds share the folder data/extra/, so their names must differ.
+
+Reads only ``evaluate.extra_sets`` and ``evaluate.unpaired_sets``; writes data/extra (with sets.json) even
+when no set is named.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ from pathlib import Path
 
 from expocorr import render_stacks, stacks
 from expocorr.atomic import atomic_dir
+from expocorr.download import scene_id
 from expocorr.errors import UserError
-from expocorr.images import ImageError
+from expocorr.images import SRGB_SUFFIXES, ImageError, read_rgb, resize_max_side, write_rgb
 from expocorr.tables import write_csv
 
 log = logging.getLogger(__name__)
@@ -30,7 +38,9 @@ log = logging.getLogger(__name__)
 EXTRA = Path("data/extra")
 MANIFEST_FIELDS = ["scene", "ev", "input", "reference", "stack", "exposure_time"]
 DEFAULT_REFERENCE = "nearest_mid_grey"
+UNPAIRED_FIELDS = ["photo", "input", "source"]
 DEFAULT_MAX_SIDE = 512
+DEFAULT_LIMIT = 40
 # render.stacks of params.yaml's defaults: registration as in the render stage; no augmented copies.
 STACKS = {
     "fallback": "mertens", "ev_steps_per_stop": 3,
@@ -47,6 +57,17 @@ class ExtraSetError(UserError, ValueError):
 def manifest(name: str) -> Path:
     """data/extra/NAME/manifest.csv: one row per (scene, exposure) of extra set `name`."""
     return EXTRA / name / "manifest.csv"
+
+
+def set_kinds(cfg: dict) -> dict[str, str]:
+    """Set name -> ``bracketed`` (``evaluate.extra_sets``) or ``unpaired`` (``evaluate.unpaired_sets``);
+    `ExtraSetError` for a name in both (both would be data/extra/NAME)."""
+    bracketed, unpaired = cfg["extra_sets"] or {}, cfg["unpaired_sets"] or {}
+    for name in unpaired:
+        if name in bracketed:
+            raise ExtraSetError(f"evaluate.unpaired_sets.{name}: also a set of evaluate.extra_sets (both would be "
+                                f"{EXTRA / name}); rename one")
+    return {**dict.fromkeys(bracketed, "bracketed"), **dict.fromkeys(unpaired, "unpaired")}
 
 
 def settings(entry: dict) -> dict:
@@ -94,9 +115,53 @@ def render_set(name: str, entry: dict, out: Path) -> dict:
                                                                for s in skipped]}
 
 
+def _photos(root: Path) -> list[Path]:
+    """The photo files under `root` (recursive, regular files, hidden ones passed over), sorted by path."""
+    found = [p for p in root.rglob("*") if p.suffix.lower() in SRGB_SUFFIXES and p.is_file()]
+    return sorted((p for p in found if not any(part.startswith(".") for part in p.relative_to(root).parts)),
+                  key=lambda p: p.relative_to(root).as_posix())
+
+
+def prepare_unpaired(name: str, entry: dict, out: Path) -> dict:
+    """Prepare unpaired set `name` into `out` (its final place is EXTRA/name); return its summary."""
+    key = f"evaluate.unpaired_sets.{name}"
+    root = Path(entry["folder"]).expanduser()
+    max_side, limit = entry.get("max_side", DEFAULT_MAX_SIDE), entry.get("limit", DEFAULT_LIMIT)
+    if not root.is_dir():
+        raise ExtraSetError(f"{key}.folder: {str(root)!r} is not a folder")
+    rows, skipped, used = [], [], set()
+    for path in _photos(root):
+        if len(rows) == limit:
+            break
+        try:
+            rgb = resize_max_side(read_rgb(path), max_side)
+        except ImageError as exc:
+            log.warning("render-extra %s: skipped %s", name, exc)
+            skipped.append({"path": str(path), "reason": str(exc)})
+            continue
+        photo, n = scene_id(path.relative_to(root)), 1
+        while photo.casefold() in used:  # `a/b.jpg` and `a__b.png` share an id: `a__b`, `a__b-2`
+            n += 1
+            photo = f"{scene_id(path.relative_to(root))}-{n}"
+        used.add(photo.casefold())
+        write_rgb(out / "images" / f"{photo}.png", rgb)
+        rows.append({"photo": photo, "input": EXTRA / name / "images" / f"{photo}.png", "source": str(path)})
+    if not rows:
+        raise ExtraSetError(f"{key}.folder: no readable photo (JPEG/PNG/TIFF) in {str(root)!r}")
+    write_csv(out / "manifest.csv", rows, UNPAIRED_FIELDS)
+    log.info("render-extra %s: %d unpaired photos from %s (%d skipped)", name, len(rows), root, len(skipped))
+    return {"kind": "unpaired", "folder": str(root), "max_side": max_side, "limit": limit,
+            "photos": [row["photo"] for row in rows], "skipped": skipped}
+
+
 def run(params: dict) -> None:
-    """Render every set of ``evaluate.extra_sets`` into data/extra/ (replaced as a whole)."""
-    sets = params["evaluate"]["extra_sets"] or {}
+    """Render every set of ``evaluate.extra_sets`` and prepare every set of ``evaluate.unpaired_sets`` into
+    data/extra/ (replaced as a whole)."""
+    cfg = params["evaluate"]
+    set_kinds(cfg)
     with atomic_dir(EXTRA) as tmp:
-        summary = {name: render_set(name, entry, tmp / name) for name, entry in sets.items()}
+        summary = {name: {"kind": "bracketed", **render_set(name, entry, tmp / name)}
+                   for name, entry in (cfg["extra_sets"] or {}).items()}
+        summary |= {name: prepare_unpaired(name, entry, tmp / name)
+                    for name, entry in (cfg["unpaired_sets"] or {}).items()}
         (tmp / "sets.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -2,8 +2,9 @@
 reports/figures/ and reports/leaderboard.json.
 
 Reads only ``report.*`` and files: ``metrics/NAME.json`` (the scores, with one ``extra`` group per set of real
-bracketed scenes of ``evaluate.extra_sets``: a leaderboard column each, next to the synthetic test split's),
-``metrics/details/NAME.json``
+bracketed scenes of ``evaluate.extra_sets``: a leaderboard column each, next to the synthetic test split's,
+and one ``unpaired`` group per set of real photos without references of ``evaluate.unpaired_sets``: their
+own section, a table and a grid), ``metrics/details/NAME.json``
 (what the method is, counts, examples, worst case, provenance) and ``metrics/NAME_per_image.csv``
 (the evaluate stage's), ``models/*/train_log.csv`` (optional), the images the details name
 (``results/NAME/*.png`` and their inputs and references) and ``reports/bench/infer_latency.json``
@@ -52,11 +53,12 @@ FIGURES = OUT / "figures"
 NOT_COMPUTED = "not computed"
 NO_VALUE = "—"
 SCORES = ("psnr", "ssim", "delta_e2000")
+UNPAIRED_SCORES = ("brisque", "niqe", "grid")  # no-reference, lower is better (grid: artefacts, grey levels)
 HIST = ("hist_luminance", "hist_contrast", "hist_saturation")
 OTHER_METRICS = ("psnr_y", "ssim_y", "brisque", "niqe", "lpips", "pi", "inception_score")
 LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "delta_e2000": "ΔE2000", "hist_luminance": "hist lum",
           "hist_contrast": "hist con", "hist_saturation": "hist sat", "psnr_y": "PSNR-Y (dB)", "ssim_y": "SSIM-Y",
-          "brisque": "BRISQUE", "niqe": "NIQE", "lpips": "LPIPS", "pi": "PI", "inception_score": "Inception score"}
+          "brisque": "BRISQUE", "niqe": "NIQE", "grid": "grid", "lpips": "LPIPS", "pi": "PI", "inception_score": "Inception score"}
 DIGITS = {"psnr": 2, "ssim": 4, "delta_e2000": 2, "psnr_y": 2, "ssim_y": 4}
 MIN_RANKED_SCENES = 5  # fewer test scenes: the report lists the methods but does not rank them
 PHOTO_CELL = 2.8      # width of a photo in the qualitative figures (inches, at report.dpi)
@@ -125,6 +127,17 @@ class Method:
         """Extra test set -> its scores (``extra`` of metrics/NAME.json: psnr, ssim, delta_e2000, under, over)."""
         value = self.data.get("extra")
         return {str(k): v for k, v in value.items() if isinstance(v, dict)} if isinstance(value, dict) else {}
+
+    @property
+    def unpaired(self) -> dict[str, dict]:
+        """Unpaired set -> its scores (``unpaired`` of metrics/NAME.json: brisque, niqe, n_images)."""
+        value = self.data.get("unpaired")
+        return {str(k): v for k, v in value.items() if isinstance(v, dict)} if isinstance(value, dict) else {}
+
+    def unpaired_details(self, name: str) -> dict:
+        """``unpaired_sets.NAME`` of metrics/details/NAME.json (status, n_images, examples), or {}."""
+        value = (self.data.get("unpaired_sets") or {}).get(name)
+        return value if isinstance(value, dict) else {}
 
     @property
     def per_ev(self) -> dict[float, dict]:
@@ -256,11 +269,17 @@ def extra_sets(methods: list[Method]) -> list[str]:
     return list(dict.fromkeys(name for m in methods for name in m.extra))
 
 
+def unpaired_sets(methods: list[Method]) -> list[str]:
+    """The unpaired sets (real photos without references) any method was scored on, in the files' order."""
+    return list(dict.fromkeys(name for m in methods for name in m.unpaired))
+
+
 def leaderboard(methods: list[Method], latency: dict[str, dict], ranked: bool = True) -> list[dict]:
     """One row per method, best headline PSNR first: the values as read (numbers or "not computed");
     `rank` None when the test split is too small to rank (`ranked` false); `extra`: per extra test set
-    (real bracketed scenes), its PSNR, SSIM and ΔE2000 ("not computed" for a method not scored on it)."""
-    sets = extra_sets(methods)
+    (real bracketed scenes), its PSNR, SSIM and ΔE2000 ("not computed" for a method not scored on it), also
+    as columns `extra_SET_psnr`, `extra_SET_ssim`; per unpaired set, `unpaired_SET_brisque`, `unpaired_SET_niqe`, `unpaired_SET_grid`."""
+    sets, unpaired = extra_sets(methods), unpaired_sets(methods)
     rows = []
     for rank, m in enumerate(methods, 1):
         if m.name in latency:
@@ -279,6 +298,9 @@ def leaderboard(methods: list[Method], latency: dict[str, dict], ranked: bool = 
             "n_images": m.data.get("n_images"), "headline_reference": m.data.get("headline_reference"),
             **({"extra": {name: {key: m.score(key, m.extra.get(name, {})) for key in SCORES} for name in sets}}
                if sets else {}),
+            **{f"extra_{name}_{key}": m.score(key, m.extra.get(name, {})) for name in sets for key in ("psnr", "ssim")},
+            **{f"unpaired_{name}_{key}": m.score(key, m.unpaired.get(name, {})) for name in unpaired
+               for key in UNPAIRED_SCORES},
         })
     return rows
 
@@ -560,6 +582,7 @@ class Images:
 class Cell:
     path: str | None
     psnr: float | None = None
+    note: str | None = None  # under the photo when there is no PSNR (the no-reference scores)
 
 
 @dataclass
@@ -642,8 +665,8 @@ def figure_photos(rows: list[PhotoRow], headers: list[str], images: Images, dpi:
                 ax.set_facecolor("0.92")
                 ax.text(0.5, 0.5, "missing" if cell.path else "not recorded", transform=ax.transAxes,
                         ha="center", va="center", fontsize=8, color="0.4")
-            if cell.psnr is not None:
-                ax.set_xlabel(f"{cell.psnr:.2f} dB", fontsize=8, labelpad=2)
+            if cell.psnr is not None or cell.note:
+                ax.set_xlabel(f"{cell.psnr:.2f} dB" if cell.psnr is not None else cell.note, fontsize=8, labelpad=2)
             for spine in ax.spines.values():
                 spine.set_visible(False)
             if i == 0:
@@ -1027,6 +1050,7 @@ def build(params: dict) -> tuple[list[Block], dict[str, Figure], list[dict]]:
         blocks.append(Para(f"No training logs (`{MODELS}/NAME/train_log.csv`) found."))
 
     blocks += _qualitative(methods, cfg, images, figures)
+    blocks += _unpaired(methods, cfg, images, figures)
     fig = figure_luma(methods, images, colors)
     if fig is not None:
         figures[f"luma_histograms.{ext}"] = fig
@@ -1072,6 +1096,71 @@ def _qualitative(methods: list[Method], cfg: dict, images: Images, figures: dict
                                "baseline's): the input, the method's output and the reference."),
                    Items([f"worst of {m.name}: {m.worst['scene']} at EV {ev_label(_ev_key(m.worst['ev']))}, PSNR "
                           f"{fmt(number(m.worst.get('psnr')), 2)} dB (`{m.worst.get('output')}`)" for m, _ in worst])]
+    return blocks
+
+
+def _unpaired_note(scores: dict) -> str:
+    return " / ".join(f"{LABELS[k]} {finite_float(scores.get(k)):.2f}" for k in UNPAIRED_SCORES
+                      if finite_float(scores.get(k)) is not None)
+
+
+def unpaired_rows(name: str, chosen: list[Method], methods: list[Method], max_examples: int) -> list[PhotoRow]:
+    """The grid of unpaired set `name`: its first `max_examples` photos whose outputs the evaluate stage
+    kept (the first method with examples of the set gives the photos), the input (the identity's scores
+    under it when evaluated) then each chosen method's output with its no-reference scores under it."""
+    def kept(m: Method) -> dict:
+        return {e.get("photo"): e for e in m.unpaired_details(name).get("examples") or [] if isinstance(e, dict)}
+
+    first = next((list(kept(m).values()) for m in [*chosen, *methods] if kept(m)), [])
+    identity = next((kept(m) for m in methods if m.name == "identity"), {})  # its scores are the inputs'
+    rows = []
+    for example in first[:max_examples]:
+        photo = example.get("photo")
+        source = Cell(example.get("input"), note=_unpaired_note(identity[photo]) if photo in identity else None)
+        outputs = [Cell(ix[photo].get("output"), note=_unpaired_note(ix[photo])) if photo in ix else Cell(None)
+                   for ix in map(kept, chosen)]
+        rows.append(PhotoRow(str(photo), [source, *outputs]))
+    return rows
+
+
+def _unpaired(methods: list[Method], cfg: dict, images: Images, figures: dict[str, Figure]) -> list[Block]:
+    """Real photos without references: BRISQUE / NIQE / grid artefacts per method and set, and one grid
+    per set (JPEG)."""
+    sets = unpaired_sets(methods)
+    if not sets:
+        return []
+    counts = {name: sorted({int(m.unpaired[name]["n_images"]) for m in methods
+                            if number(m.unpaired.get(name, {}).get("n_images")) is not None}) for name in sets}
+    blocks: list[Block] = [Heading("Real photos without references"), Para(
+        "The photos of `evaluate.unpaired_sets` (" + "; ".join(
+            f"{name}: {' / '.join(map(str, counts[name])) or 'no'} photo(s)" for name in sets)
+        + ") have no reference: each method's outputs are scored with the no-reference BRISQUE and NIQE "
+        "(means over the photos; **lower is better**), and for grid artefacts: `grid` is how many 8-bit grey "
+        "levels more of a 2-, 4- or 8-px periodic pattern the output has than its input (a faint printed "
+        "checkerboard scores about 2; `expocorr.metrics.checkerboard`). The identity's row is the inputs' own scores. "
+        "They say how natural an output looks, not whether its exposure is right; NIQE with the bundled "
+        "pristine model is not comparable to published NIQE numbers.")]
+    headers = ["method", *(f"{name} {LABELS[k]}" for name in sets for k in UNPAIRED_SCORES)]
+    body = [[f"{kind_name(m)} (the inputs)" if m.name == "identity" else kind_name(m),
+             *(fmt(m.score(k, m.unpaired.get(name, {})), 2) for name in sets for k in UNPAIRED_SCORES)]
+            for m in methods]
+    blocks.append(Table(headers, body, caption="No-reference scores on real photos (lower is better)",
+                        id="unpaired"))
+    missing = [f"{m.name} on {name}: {m.unpaired_details(name)['status']}" for m in methods for name in sets
+               if str(m.unpaired_details(name).get("status", "")).startswith(NOT_COMPUTED)]
+    if missing:
+        blocks.append(Items(missing))
+    chosen = grid_methods(methods, cfg["grid_methods"])
+    for name in sets:
+        rows = unpaired_rows(name, chosen, methods, cfg["max_examples"])
+        fig = figure_photos(rows, ["input", *(kind_name(m) for m in chosen)], images, cfg["dpi"])
+        if fig is None:
+            continue
+        figures[f"unpaired_{name}.jpg"] = fig
+        blocks.append(FigureBlock(f"unpaired_{name}.jpg", (
+            f"{name}: the first {len(rows)} photos whose outputs the evaluate stage kept (`report.max_examples` = "
+            f"{cfg['max_examples']}); columns: the input and the methods of `report.grid_methods` "
+            f"({', '.join(m.name for m in chosen)}); BRISQUE / NIQE / grid under each photo (lower is better).")))
     return blocks
 
 

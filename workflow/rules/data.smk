@@ -1,4 +1,5 @@
-# Data stages: download -> render -> split; render_extra: the extra test sets of evaluate.extra_sets.
+# Data stages: download -> render -> split; render_extra: the extra test sets of evaluate.extra_sets
+# and evaluate.unpaired_sets.
 
 
 rule download:
@@ -67,6 +68,7 @@ rule render_extra:
         directory("data/extra"),
     params:
         extra_sets=config["evaluate"]["extra_sets"],
+        unpaired_sets=config["evaluate"]["unpaired_sets"],
     log:
         stage_log("render_extra"),
     threads: 1

@@ -2,7 +2,7 @@
 # on its own model file, so retraining one model re-evaluates only that model) and the baselines of
 # evaluate.baselines (which also read render.* : the oracle inverts the synthesis). Every one reads the
 # metrics code, the downloaded network weights (the Inception Score's, when evaluate.noref names them) and
-# the extra test sets of evaluate.extra_sets (data/extra, written by render_extra).
+# the extra test sets of evaluate.extra_sets and evaluate.unpaired_sets (data/extra, written by render_extra).
 
 for _method, _depends, _params, _subcategory in [
     (m, f"models/{m}/model.pt", ["evaluate"], "Models") for m in MODELS
@@ -27,6 +27,7 @@ for _method, _depends, _params, _subcategory in [
                              labels={"method": _method, "table": "per image (CSV)"}),
             details=f"metrics/details/{_method}.json",
             extra=f"metrics/details/{_method}_extra.csv",
+            unpaired=f"metrics/details/{_method}_unpaired.csv",
             results=directory(f"results/{_method}"),
         params:
             method=_method,

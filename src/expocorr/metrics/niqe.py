@@ -25,13 +25,22 @@ with BasicSR's names ``mu_pris_param`` / ``cov_pris_param``. `fit_params` estima
 pristine photos as ``estimatemodelparam.m`` does (blocks whose mean σ exceeds 0.75 × the image's
 sharpest block), and `save_params` writes it in the MATLAB layout.
 
+`BUNDLED_PARAMS` (``niqe_bundled.npz`` next to this file, ``evaluate.noref.niqe_params: bundled``) is a
+pristine model fitted on the bundled photos (``expocorr.download.BUNDLED``, at their stored size) with
+every block kept (`BUNDLED_THRESHOLD`: 0.75 keeps 31 blocks of the 8 photos, too few for a 36×36
+covariance). It is **not** the MATLAB release's model (fitted on 125 pristine photos): its scores rank
+outputs within this pipeline and are not comparable to published NIQE numbers. Regenerate it with
+``python -m expocorr.metrics fit-niqe-bundled OUT.npz``.
+
 Not verified against MATLAB output here (no MATLAB available); each step follows the published code.
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Iterable
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +49,7 @@ from scipy import ndimage
 from scipy.special import gammaln
 
 from expocorr.errors import UserError
+from expocorr.images import read_rgb, to_uint8
 
 BLOCK = 96
 N_FEATURES = 36
@@ -48,6 +58,8 @@ _ALPHAS = np.linspace(0.2, 10.0, 9801)  # MATLAB 0.2:0.001:10
 _R_ALPHA = np.exp(2 * gammaln(2 / _ALPHAS) - gammaln(1 / _ALPHAS) - gammaln(3 / _ALPHAS))
 _RGB2GRAY = np.linalg.inv(np.array([[1.0, 0.956, 0.621], [1.0, -0.272, -0.647], [1.0, -1.106, 1.703]]))[0]
 _BLOCKS_PER_CHUNK = 256  # bounds the memory of the per-block feature computation
+BUNDLED_PARAMS = Path(__file__).with_name("niqe_bundled.npz")
+BUNDLED_THRESHOLD = 0.0
 
 
 class NiqeParamsError(UserError, ValueError):
@@ -269,3 +281,26 @@ def load_params(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not (np.isfinite(mu).all() and np.isfinite(cov).all()):
         raise NiqeParamsError(f"{path}: the model holds non-finite values")
     return mu, cov
+
+
+def bundled_photos() -> list[np.ndarray]:
+    """The bundled photos of the ``bundled`` data source as uint8 RGB, at their stored size, in its order."""
+    from expocorr.download import BUNDLED  # the list lives with the data source; imported here only
+
+    photos = []
+    for _, package, resource in BUNDLED:
+        with resources.as_file(resources.files(package).joinpath(resource)) as path:
+            photos.append(to_uint8(read_rgb(path)))
+    return photos
+
+
+def main(argv: list[str]) -> int:
+    """``python -m expocorr.metrics fit-niqe-bundled OUT.npz``: write the bundled pristine model (BasicSR names)."""
+    if len(argv) != 2 or argv[0] != "fit-niqe-bundled" or not argv[1].endswith(".npz"):
+        print("usage: python -m expocorr.metrics fit-niqe-bundled OUT.npz", file=sys.stderr)
+        return 2
+    photos = bundled_photos()
+    mu, cov = fit_params(photos, BUNDLED_THRESHOLD)
+    np.savez(argv[1], mu_pris_param=mu.reshape(1, -1), cov_pris_param=cov)
+    print(f"{argv[1]}: NIQE pristine model fitted on {len(photos)} bundled photos")
+    return 0

@@ -16,7 +16,9 @@ per-image names computed as numbers.
   compare scores only within this pipeline. NaN for a constant image.
 * ``niqe`` (lower is better): `expocorr.metrics.niqe`, computed when ``niqe_params`` names an
   existing pristine-model file (the MATLAB release's ``modelparameters.mat``, or one made with
-  `expocorr.metrics.niqe.fit_params`); needs images of at least 96×96.
+  `expocorr.metrics.niqe.fit_params`) or is ``bundled``: the model shipped in the package
+  (`niqe.BUNDLED_PARAMS`, fitted on the bundled photos; not the MATLAB release's, so its scores are not
+  comparable to published NIQE numbers). NaN for an image smaller than 96×96 (one block).
 * ``inception_score`` (higher is better, one value per set): `expocorr.metrics.inception_score`,
   computed when ``inception_weights`` names an existing torchvision Inception v3 state_dict
   (``inception_v3_google-0cc3c7bd.pth``); a file that does not load strictly is an error.
@@ -49,6 +51,7 @@ SET_NAMES = ("inception_score",)
 ALL_NAMES = PER_IMAGE_NAMES + SET_NAMES
 CFG_KEYS = ("brisque", "niqe_params", "lpips_weights", "pi_weights", "inception_weights")
 PREFIX = "evaluate.noref"
+BUNDLED = "bundled"  # niqe_params: the pristine model shipped in the package
 _UNIMPLEMENTED = {
     "lpips": ("lpips_weights", "LPIPS",
               "it is a full-reference distance (Zhang et al. 2018), not a no-reference score"),
@@ -126,8 +129,11 @@ class NoReference:
         else:
             self._status["brisque"] = f"{NOT_COMPUTED}: disabled ({PREFIX}.brisque is false)"
 
-        path = self._path(cfg, "niqe_params", "niqe")
-        if path is not None:
+        if cfg.get("niqe_params") == BUNDLED:
+            self._niqe_model = niqe_module.load_params(niqe_module.BUNDLED_PARAMS)
+            self._status["niqe"] = ("computed: NIQE with the bundled pristine model (fitted on the bundled photos; "
+                                    "not the MATLAB release's model, not comparable to published NIQE numbers)")
+        elif (path := self._path(cfg, "niqe_params", "niqe")) is not None:
             self._niqe_model = niqe_module.load_params(path)
             self._status["niqe"] = f"computed: NIQE with the pristine model {path}"
 
@@ -169,7 +175,8 @@ class NoReference:
             value = float(self._brisque.score(output))
             scores["brisque"] = value if math.isfinite(value) else float("nan")
         if self._niqe_model is not None:
-            scores["niqe"] = niqe_module.niqe(output, *self._niqe_model)
+            small = min(output.shape[:2]) < niqe_module.BLOCK
+            scores["niqe"] = float("nan") if small else niqe_module.niqe(output, *self._niqe_model)
         return scores
 
     def add(self, output: np.ndarray) -> None:
