@@ -1,10 +1,14 @@
-"""Quality on real photos: the whole pipeline with `data.source: folder` on ../shared/data/photos.
+"""Quality on real photos: the real-photo recipe (params-real.yaml) on ../shared/data/photos, scored on
+the synthetic test split and on real exposure errors.
 
-Trains every model with a budget of about 30 CPU-minutes in total (real photos, renders at 256 px,
-longer training than the default), evaluates every method, and writes the leaderboard to
-reports/bench/quality_real.json, with how much each learned model beats HE, CLAHE and gamma_auto.
+Runs the whole pipeline in a copy of the repository with params-real.yaml, data.folder set to the photos,
+the real bracketed scenes of ../shared/data/stacks (frobisher, mertens_house) and ../shared/data/brackets
+as `evaluate.extra_sets` (every exposure against the scene's frame nearest mid-grey) and the real
+unpaired photos of ../shared/data/sice_part1_512 as an `evaluate.unpaired_sets` set; writes the
+leaderboard to reports/bench/quality_real.json with, per column (synthetic test, each real set), how much
+each learned model beats the identity, HE, CLAHE and gamma_auto.
 
-    python benchmarks/quality_real.py [--photos ../shared/data/photos] [--epochs 12] [--keep]
+    python benchmarks/quality_real.py [--data ../shared/data] [--keep]
 """
 
 from __future__ import annotations
@@ -26,45 +30,62 @@ from record import write_record  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "reports/bench/quality_real.json"
-CLASSICAL = ("he", "clahe", "gamma_auto")
+COMPARED = ("identity", "he", "clahe", "gamma_auto")
+UNPAIRED_LIMIT = 24  # SICE photos scored without reference (of 400)
 
 
-def configure(params: dict, photos: Path, epochs: int) -> None:
-    """Real photos, 256 px renders, a longer schedule than the default."""
-    params["data"].update(source="folder", folder=str(photos))
-    params["render"]["max_side"] = 256
-    params["train"]["common"].update(epochs=epochs, steps_per_epoch=40, batch_size=8, patch_size=96)
-    params["train"]["hdr_autoencoder"]["epochs"] = max(2, epochs // 2)
+def configure(params: dict, data: Path) -> None:
+    """params-real.yaml on the real photos, with the real sets of `data` as extra and unpaired sets."""
+    params["data"]["folder"] = str(data / "photos")
+    side = params["render"]["max_side"]
+    params["evaluate"]["extra_sets"] = {name: {"folder": str(data / name), "max_side": side}
+                                        for name in ("stacks", "brackets") if (data / name).is_dir()}
+    if (data / "sice_part1_512").is_dir():
+        params["evaluate"]["unpaired_sets"] = {"sice": {"folder": str(data / "sice_part1_512"), "max_side": 384,
+                                                        "limit": UNPAIRED_LIMIT}}
+
+
+def margins(scores: dict[str, float], models: list[str]) -> dict:
+    """{model: {compared method: model − it (dB)}} of one column."""
+    return {m: {b: round(scores[m] - scores[b], 3) for b in COMPARED if b in scores} for m in models if m in scores}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", type=Path, default=REPO.parent / "shared/data/photos")
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
-    if not args.photos.is_dir():
-        sys.exit(f"{args.photos}: no such folder (the real-photo benchmark needs ../shared/data/photos)")
+    if not (args.data / "photos").is_dir():
+        sys.exit(f"{args.data / 'photos'}: no such folder (the real-photo benchmark needs ../shared/data/photos)")
     root = Path(tempfile.mkdtemp(prefix="expocorr-quality-"))
     repo = copy_repo(root / "repo")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    configure(params, args.photos.resolve(), args.epochs)
+    params = yaml.safe_load((repo / "params-real.yaml").read_text())
+    configure(params, args.data.resolve())
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     t0 = time.perf_counter()
     timed(["snakemake", "--cores", "all", "--resources", "gpu=1"], repo)
     seconds = time.perf_counter() - t0
     board = json.loads((repo / "reports/leaderboard.json").read_text())
     metrics = {p.stem: json.loads(p.read_text()) for p in (repo / "metrics").glob("*.json")}
-    psnr = {m: s["overall"]["psnr"] for m, s in metrics.items()}
     models = params["train"]["models"]
-    margins = {m: {b: round(psnr[m] - psnr[b], 3) for b in CLASSICAL if b in psnr} for m in models}
-    print(json.dumps({"psnr": psnr, "margins": margins}, indent=2))
-    n_test_images = json.loads((repo / "metrics/details/identity.json").read_text())["n_images"]
+    columns = {"test": {m: s["overall"]["psnr"] for m, s in metrics.items()}}
+    for name in params["evaluate"]["extra_sets"]:
+        columns[name] = {m: s["extra"][name]["psnr"] for m, s in metrics.items() if name in s.get("extra", {})}
+    margin = {column: margins(scores, models) for column, scores in columns.items()}
+    unpaired = {name: {m: s["unpaired"][name] for m, s in metrics.items() if name in s.get("unpaired", {})}
+                for name in params["evaluate"]["unpaired_sets"]}
+    print(json.dumps({"psnr": columns, "margins": margin}, indent=2))
+    details = json.loads((repo / "metrics/details/identity.json").read_text())
     write_record(
-        OUT, "quality_real", photos=str(args.photos), n_test_images=n_test_images,
-        wall_seconds=round(seconds, 1), params_train_common=params["train"]["common"], leaderboard=board, psnr=psnr,
-        ssim={m: s["overall"]["ssim"] for m, s in metrics.items()}, psnr_margin_over_classical=margins,
-        beats_all_classical=[m for m in models if all(v > 0 for v in margins[m].values())])
+        OUT, "quality_real", data=str(args.data), params_file="params-real.yaml", n_test_images=details["n_images"],
+        n_pairs={name: s["n_images"] for name, s in details.get("extra_sets", {}).items()},
+        wall_seconds=round(seconds, 1), params_train_common=params["train"]["common"], leaderboard=board,
+        psnr=columns, ssim={m: s["overall"]["ssim"] for m, s in metrics.items()}, psnr_margin=margin,
+        unpaired=unpaired,
+        beats_all_classical={column: [m for m, row in rows.items() if all(v > 0 for v in row.values())]
+                             for column, rows in margin.items()},
+        one_db_over_gamma_auto={column: [m for m, row in rows.items() if row.get("gamma_auto", -1) >= 1.0]
+                                for column, rows in margin.items()})
     print(f"({seconds / 60:.1f} min)")
     if args.keep:
         print(f"kept {repo}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import skimage.data
 import yaml
 from PIL import Image
 
@@ -442,3 +443,44 @@ def test_snakemake_report_shows_the_leaderboard_and_figures(whole_dag, tmp_path)
     assert "PSNR and SSIM per relative exposure" in text and '<img src="data:image/png' in text
     pixels = _screenshot(tmp_path, shown, "snakemake-report-per-ev")
     assert ((pixels.max(axis=2) - pixels.min(axis=2)) > 60).sum() > 5000, "the figure is not drawn"
+
+
+# The keys params-real.yaml sets apart from params.yaml (README "Your own photos: the real-photo recipe").
+REAL_RECIPE = {
+    "data.source": "folder", "render.max_side": 256, "render.realistic.enabled": True,
+    "render.realistic.reference": "camera",
+    "split.fractions.train": 0.8, "split.fractions.val": 0.1, "split.fractions.test": 0.1,
+    "train.common.epochs": 10, "train.common.steps_per_epoch": 40, "train.common.patch_size": 256,
+    **{f"train.{m}.sampling": "resize" for m in ("exponet", "exponet_double", "msec", "hdr_autoencoder", "exposure_gan")},
+    "train.msec.patch_curriculum": None, "train.exposure_gan.epochs": 6,
+}
+
+
+def _leaves(tree, prefix=""):
+    if isinstance(tree, dict) and tree:
+        return {k: v for key, sub in tree.items() for k, v in _leaves(sub, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: tree}
+
+
+@pytest.mark.slow
+def test_real_photo_recipe_as_documented(tmp_path):
+    """README: `cp params-real.yaml params.yaml`, set data.folder, run. The recipe differs from the default
+    in its documented keys only; Snakemake builds its realistic renders of the folder (5 per photo) and
+    plans every model's training on them."""
+    default, real = (_leaves(yaml.safe_load((workspace.REPO / name).read_text()))
+                     for name in ("params.yaml", "params-real.yaml"))
+    assert set(real) == set(default)
+    assert {k: v for k, v in real.items() if v != default[k]} == REAL_RECIPE
+    folder = tmp_path / "my photos"
+    folder.mkdir()
+    for name in bracketed.PHOTOS:  # real photos (scikit-image's)
+        Image.fromarray(getattr(skimage.data, name)()).save(folder / f"{name}.jpg")
+    repo = workspace.make(tmp_path)
+    text = (repo / "params-real.yaml").read_text()
+    (repo / "params.yaml").write_text(re.sub(r"(?m)^  folder: +#", f"  folder: {folder}  #", text, count=1))
+    workspace.run(["snakemake", "--cores", "2", "split"], repo)
+    rows = read_csv(repo / "data/rendered/manifest.csv")
+    assert {r["scene"] for r in rows} == set(bracketed.PHOTOS)
+    assert len([r for r in rows if float(r["ev"]) != 0]) >= 4 * len(bracketed.PHOTOS)
+    planned = workspace.snakemake_plan(repo)
+    assert {f"train@{m}" for m in yaml.safe_load(text)["train"]["models"]} <= set(planned)

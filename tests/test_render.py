@@ -824,6 +824,31 @@ def test_realistic_renders_deterministic_recorded_and_clean_references(tmp_path,
     assert all(files["a"][k] == files["c"][k] for k in files["a"] if k.endswith("reference.png"))
 
 
+def test_realistic_camera_references_share_the_inputs_camera(tmp_path, p):
+    """`reference: camera`: each input its own reference, the photo captured with the input's curve, white
+    balance and roll-off at EV 0 without noise or JPEG; the inputs are the same bytes as with `photo`."""
+    p["render"]["max_side"] = 64
+    p["render"]["realistic"]["enabled"] = True
+    runs = {}
+    for mode in ("photo", "camera"):
+        (tmp_path / mode).mkdir()
+        p["render"]["realistic"]["reference"] = mode
+        runs[mode] = run_stages(tmp_path / mode, p, download, render)
+    for scene, rows in by_scene(runs["camera"]).items():
+        photo_rows = by_scene(runs["photo"])[scene]
+        linear = render.srgb_to_linear(read_rgb(photo_rows[0]["reference"]).astype(np.float64))
+        assert len({r["reference"] for r in rows}) == len(rows)
+        for i, (r, q) in enumerate(zip(rows, photo_rows)):
+            assert r["reference"].name == f"reference_{render.ev_name(float(r['ev']))}.png"
+            assert r["input"].read_bytes() == q["input"].read_bytes()
+            drawn = {k: (int(r[k]) if k == "jpeg_quality" else float(r[k])) for k in ["ev", *synthesis.COLUMNS]}
+            clean = synthesis.reference_draw(drawn)
+            assert clean["ev"] == 0.0 and not {"shot", "read", "jpeg_quality"} & set(clean)
+            expected = synthesis.capture(linear, clean, 0, scene, i, render.linear_to_srgb)
+            assert np.array_equal(expected, u8(r["reference"])), (scene, r["ev"])
+            assert not np.array_equal(expected, u8(q["reference"]))  # not the photo: its camera
+
+
 def test_realistic_ev_draws_respect_the_range_and_grid():
     cfg = dict(OFF, ev_range=[-2.2, 1.9], ev_step=0.5, per_scene=4)
     assert synthesis.ev_grid(cfg) == [-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5]

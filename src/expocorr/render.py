@@ -160,15 +160,21 @@ def _with_tau(rows: list[dict], scene: str, r: dict) -> list[dict]:
 
 
 def _render_realistic(reference: np.ndarray, scene: str, folder: Path, r: dict) -> list[dict]:
-    """`render.realistic`: the scene's drawn EVs, each captured with its own draws (recorded in the row)."""
+    """`render.realistic`: the scene's drawn EVs, each captured with its own draws (recorded in the row); its
+    reference the photo (``reference: photo``) or the input's camera at EV 0 (``camera``:
+    reference_EV.png, `synthesis.reference_draw`)."""
     cfg, seed = r["realistic"], r["seed"]
     linear = decode_curve(reference.astype(np.float64), r["curve"], r["gamma"])
+    encode = lambda x: encode_curve(x, r["curve"], r["gamma"])  # noqa: E731
     rows = []
     for i, ev in enumerate(synthesis.scene_evs(cfg, seed, scene)):
         drawn = synthesis.draw(cfg, seed, scene, i, ev)
-        image = synthesis.capture(linear, drawn, seed, scene, i, lambda x: encode_curve(x, r["curve"], r["gamma"]))
-        write_rgb(folder / f"{ev_name(ev)}.png", image)
-        rows.append({**drawn, "input": folder / f"{ev_name(ev)}.png", "reference": folder / "reference.png"})
+        write_rgb(folder / f"{ev_name(ev)}.png", synthesis.capture(linear, drawn, seed, scene, i, encode))
+        target = folder / "reference.png"
+        if cfg["reference"] == "camera":
+            target = folder / f"reference_{ev_name(ev)}.png"
+            write_rgb(target, synthesis.capture(linear, synthesis.reference_draw(drawn), seed, scene, i, encode))
+        rows.append({**drawn, "input": folder / f"{ev_name(ev)}.png", "reference": target})
     return rows
 
 

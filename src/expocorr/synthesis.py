@@ -5,7 +5,9 @@ Denoising", CVPR 2019) invert it: linear light x 2**EV, shot + read noise, white
 highlight shoulder, a camera response curve, 8 bits, JPEG. Every effect draws from its own random
 stream, seeded by `render.seed`, the scene name and the input's index, so switching one effect off
 leaves the other effects' draws unchanged. `draw` returns what an input drew (its manifest columns),
-`capture` renders it.
+`capture` renders it. With ``reference: camera`` each input's reference is `reference_draw` of its draw: the
+same scene through the same camera (curve, white balance, roll-off) at EV 0, without noise or JPEG, as a
+real bracket's well-exposed frame shares its camera with the badly exposed ones.
 """
 
 from __future__ import annotations
@@ -83,6 +85,12 @@ def draw(cfg: dict, seed: int, scene: str, index: int, ev: float) -> dict:
         lo, hi = cfg["jpeg_quality"]
         out["jpeg_quality"] = int(rng("jpeg").integers(lo, hi, endpoint=True))
     return out
+
+
+def reference_draw(d: dict) -> dict:
+    """The draw of an input's same-camera reference: its camera curve, white balance and roll-off at EV 0,
+    clean (no noise, no JPEG)."""
+    return {**{k: v for k, v in d.items() if k not in ("shot", "read", "jpeg_quality")}, "ev": 0.0}
 
 
 def camera_curve(x: np.ndarray, n: float, sigma: float) -> np.ndarray:
