@@ -1,4 +1,6 @@
-"""Snakemake and DVC run the same data DAG from one params.yaml, with precise rerun granularity."""
+"""The whole DAG from scratch with both engines (one module fixture, the suite's longest): every method
+scored, reruns planned precisely, make adopt, dvc plots, snakemake --report (plans and data stages:
+tests/test_engine_plans.py)."""
 
 from __future__ import annotations
 
@@ -11,39 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import skimage.data
 import yaml
 from PIL import Image
 
-import bracketed
 import workspace
 from expocorr.tables import read_csv
-
-DATA_OUTPUTS = [
-    "data/downloads/index.csv", "data/downloads/skipped.csv", "data/rendered/manifest.csv",
-    "data/rendered/registration.csv", "data/splits/train.csv", "data/splits/val.csv", "data/splits/test.csv",
-]
-
-
-def _set(path: str, value):
-    def edit(params):
-        *parents, leaf = path.split(".")
-        node = params
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-
-    return edit
-
-
-DATA_STAGES = {"download", "render", "split"}
-
-
-def assert_same_data(a, b):
-    """Every data output of repo `a` is byte-identical to repo `b`'s."""
-    for out in DATA_OUTPUTS:
-        assert (a / out).read_bytes() == (b / out).read_bytes(), out
-
 
 def e2e_params(params):
     """Reduced params for the whole-DAG run whose models must beat the identity: 128 px renders,
@@ -68,77 +42,6 @@ def smoke_params(params):
     params["train"]["common"].update(epochs=1, steps_per_epoch=5)
     for model in params["train"]["models"]:
         params["train"][model]["epochs"] = None
-
-
-@pytest.mark.slow
-def test_snakemake_data_stages_build_then_plan_precisely(tmp_path):
-    repo = workspace.make(tmp_path)
-    workspace.run(["snakemake", "--cores", "2", "split"], repo)
-    for out in DATA_OUTPUTS:
-        assert (repo / out).stat().st_size > 0, out
-    assert (repo / "data/rendered/images").is_dir()
-    assert "Nothing to be done" in workspace.run(["snakemake", "-n", "--cores", "1", "split"], repo).stdout
-
-    workspace.edit_params(repo, _set("split.seed", 7))
-    assert set(workspace.snakemake_plan(repo, "split")) == {"split"}
-
-    workspace.edit_params(repo, _set("render.evs", [-1.0, 0.0, 1.0]))
-    assert set(workspace.snakemake_plan(repo, "split")) == {"render", "split"}
-
-
-@pytest.mark.slow
-def test_dvc_data_stages_build_then_plan_precisely(tmp_path):
-    repo = workspace.make(tmp_path)
-    workspace.run(["dvc", "repro", "split"], repo)
-    for out in DATA_OUTPUTS:
-        assert (repo / out).stat().st_size > 0, out
-    assert workspace.dvc_outdated(repo) & DATA_STAGES == set()
-
-    workspace.edit_params(repo, _set("split.seed", 7))
-    assert workspace.dvc_planned(repo) & DATA_STAGES == {"split"}
-
-    workspace.edit_params(repo, _set("render.evs", [-1.0, 0.0, 1.0]))
-    assert workspace.dvc_planned(repo) & DATA_STAGES == {"render", "split"}
-
-
-@pytest.mark.slow
-def test_engines_produce_identical_data(tmp_path):
-    """Both engines call the same commands, so their outputs are byte-identical."""
-    snake = workspace.make(tmp_path / "s")
-    dvc = workspace.make(tmp_path / "d")
-    workspace.run(["snakemake", "--cores", "2", "split"], snake)
-    workspace.run(["dvc", "repro", "split"], dvc)
-    assert_same_data(snake, dvc)
-
-
-@pytest.mark.slow
-def test_stack_source_in_both_engines(tmp_path):
-    """`data.source: stacks` (bracketed scenes built from real photos, one exposure misaligned): both engines
-    build byte-identical data, registration table included; a `render.stacks.register` change reruns render
-    and split, not download; a `data.stacks` change reruns download too."""
-    folder = tmp_path / "stacks"
-    for name in bracketed.PHOTOS[:3]:
-        bracketed.write_stack(folder / name, name, side=128, warps={0: bracketed.known_warp((128, 128), 1.0, (2, 1))})
-
-    def stacks_source(params):
-        params["data"].update(source="stacks", folder=str(folder))
-        params["render"]["max_side"] = 96
-
-    snake, dvc = workspace.make(tmp_path / "s", stacks_source), workspace.make(tmp_path / "d", stacks_source)
-    workspace.run(["snakemake", "--cores", "2", "split"], snake)
-    workspace.run(["dvc", "repro", "split"], dvc)
-    assert_same_data(snake, dvc)
-    assert {row["source"] for row in read_csv(snake / "data/rendered/manifest.csv")} == {"stack"}
-    assert len(read_csv(snake / "data/rendered/registration.csv")) == 15
-
-    for repo in (snake, dvc):
-        workspace.edit_params(repo, _set("render.stacks.register.threshold", 0.9))
-    assert set(workspace.snakemake_plan(snake, "split")) == {"render", "split"}
-    assert workspace.dvc_planned(dvc) & DATA_STAGES == {"render", "split"}
-    for repo in (snake, dvc):
-        workspace.edit_params(repo, _set("data.stacks.preset", "fairchild"))
-    assert set(workspace.snakemake_plan(snake, "split")) == DATA_STAGES
-    assert workspace.dvc_planned(dvc) & DATA_STAGES == DATA_STAGES
 
 
 PAIRED = ["exponet", "exponet_double", "msec", "hdr_autoencoder", "exposure_gan"]
@@ -202,7 +105,7 @@ def test_both_engines_score_the_baselines_identically(whole_dag):
     runs = [_metrics(repo) for repo in whole_dag.values()]
     baselines = yaml.safe_load((whole_dag["dvc"] / "params.yaml").read_text())["evaluate"]["baselines"]
     assert {b: runs[0][b] for b in baselines} == {b: runs[1][b] for b in baselines}
-    assert_same_data(whole_dag["snakemake"], whole_dag["dvc"])
+    workspace.assert_same_data(whole_dag["snakemake"], whole_dag["dvc"])
 
 
 @pytest.mark.slow
@@ -213,82 +116,18 @@ def test_one_lr_change_reruns_its_model_only(whole_dag, engine):
     repo = whole_dag[engine]
     params = yaml.safe_load((repo / "params.yaml").read_text())
     lr, dpi = params["train"]["zerodce"]["lr"], params["report"]["dpi"]
-    workspace.edit_params(repo, _set("train.zerodce.lr", lr / 2))
+    workspace.edit_params(repo, workspace.setter("train.zerodce.lr", lr / 2))
     if engine == "snakemake":
         assert set(workspace.snakemake_plan(repo)) == {"train@zerodce", "evaluate_zerodce", "report", "all"}
     else:
         assert workspace.dvc_planned(repo) == {"train@zerodce", "evaluate@zerodce", "report"}
-    workspace.edit_params(repo, _set("train.zerodce.lr", lr))
-    workspace.edit_params(repo, _set("report.dpi", 90))
+    workspace.edit_params(repo, workspace.setter("train.zerodce.lr", lr))
+    workspace.edit_params(repo, workspace.setter("report.dpi", 90))
     if engine == "snakemake":
         assert set(workspace.snakemake_plan(repo)) == {"report", "all"}
     else:
         assert workspace.dvc_planned(repo) == {"report"}
-    workspace.edit_params(repo, _set("report.dpi", dpi))  # the other tests of whole_dag see it finished
-
-
-def snakemake_name(dvc_stage: str) -> str:
-    """The Snakemake job that mirrors a DVC stage: evaluate@X and evaluate_baseline@X are rule evaluate_X."""
-    for prefix in ("evaluate@", "evaluate_baseline@"):
-        if dvc_stage.startswith(prefix):
-            return "evaluate_" + dvc_stage.removeprefix(prefix)
-    return dvc_stage
-
-
-def covers(directories: set[str], files: set[str]) -> bool:
-    """Every file lies in one of the directories, and every directory holds one of the files."""
-    inside = lambda f, d: f == d or f.startswith(d.rstrip("/") + "/")  # noqa: E731
-    return all(any(inside(f, d) for d in directories) for f in files) and all(
-        any(inside(f, d) for f in files) for d in directories)
-
-
-def test_dvc_yaml_matches_snakemake_dag(tmp_path):
-    """Stage names, inputs, outputs and commands in dvc.yaml equal those in the Snakemake DAG.
-
-    The one difference is the report stage: DVC cannot expand a list of files into `deps`, so it
-    depends on the metrics/ and models/ folders that hold exactly the files Snakemake lists.
-    """
-    repo = workspace.make(tmp_path)
-    plan = workspace.snakemake_plan(repo, "--forceall")
-    plan.pop("all")
-    stages = {snakemake_name(name): stage for name, stage in workspace.dvc_stages(repo).items()}
-    assert set(plan) == set(stages)
-    for name, stage in stages.items():
-        if name == "report":
-            code = {d for d in stage["deps"] if d.startswith("src/")}
-            assert plan[name]["input"] & code == code
-            assert covers(stage["deps"] - code, plan[name]["input"] - code)
-        else:
-            assert plan[name]["input"] == stage["deps"], name
-        assert plan[name]["output"] == stage["outs"], name
-        assert plan[name]["shell"] == stage["cmd"], name
-
-
-def test_dvc_declares_only_the_params_each_stage_reads(tmp_path):
-    stages = workspace.dvc_stages(workspace.make(tmp_path))
-    expected: dict[str, set] = {"download": {"data"}, "render": {"render"}, "split": {"split"},
-                                "render_extra": {"evaluate.extra_sets", "evaluate.unpaired_sets"}}
-    models = yaml.safe_load((workspace.REPO / "params.yaml").read_text())["train"]["models"]
-    expected |= {f"train@{m}": {"train.common", f"train.{m}"} for m in models}
-    expected |= {f"evaluate@{m}": {"evaluate"} for m in models}
-    baselines = yaml.safe_load((workspace.REPO / "params.yaml").read_text())["evaluate"]["baselines"]
-    expected |= {f"evaluate_baseline@{b}": {"evaluate", "render"} for b in baselines}
-    expected["report"] = {"report"}
-    assert {name: stage["params"] for name, stage in stages.items()} == expected
-
-
-def test_snakefile_rejects_invalid_params(tmp_path):
-    repo = workspace.make(tmp_path, _set("split.seed", -1))
-    proc = workspace.run(["snakemake", "-n", "--cores", "1"], repo, check=False)
-    assert proc.returncode != 0
-    assert "split.seed: -1 is out of range" in proc.stdout + proc.stderr
-
-
-def test_snakefile_refuses_config_overrides(tmp_path):
-    repo = workspace.make(tmp_path)
-    proc = workspace.run(["snakemake", "-n", "--cores", "1", "--config", "foo=1"], repo, check=False)
-    assert proc.returncode != 0
-    assert "edit params.yaml" in proc.stdout + proc.stderr
+    workspace.edit_params(repo, workspace.setter("report.dpi", dpi))  # the other tests of whole_dag see it finished
 
 
 # --- moving between engines, `dvc exp run -S`, `dvc plots show`, `snakemake --report` -------------
@@ -340,19 +179,6 @@ def _methods(repo: Path) -> tuple[list[str], list[str]]:
 
 
 @pytest.mark.slow
-def test_dvc_exp_run_set_param_changes_only_its_line(tmp_path):
-    """`dvc exp run -S split.seed=7 split` rewrites params.yaml (ruamel.yaml, dvc/utils/hydra.py): params.yaml
-    is written in the layout DVC writes back, so only the line of split.seed changes, comments kept."""
-    repo = workspace.make(tmp_path)
-    before = (repo / "params.yaml").read_text().splitlines()
-    workspace.run(["dvc", "exp", "run", "-S", "split.seed=7", "split"], repo)
-    after = (repo / "params.yaml").read_text().splitlines()
-    assert len(after) == len(before)
-    assert [(a, b) for a, b in zip(before, after) if a != b] == [("  seed: 0", "  seed: 7")]
-    assert (repo / "data/splits/test.csv").stat().st_size > 0  # the experiment ran split
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["snakemake", "dvc"])
 def test_make_adopt_records_one_engines_outputs_for_the_other(whole_dag, engine):
     """After a whole run by one engine, `make adopt` records its outputs for the other: Snakemake's in
@@ -363,21 +189,21 @@ def test_make_adopt_records_one_engines_outputs_for_the_other(whole_dag, engine)
     dpi = yaml.safe_load((repo / "params.yaml").read_text())["report"]["dpi"]
     lock = repo / "dvc.lock"
     before = lock.read_bytes() if lock.exists() else None
-    workspace.edit_params(repo, _set("report.dpi", dpi + 1))
+    workspace.edit_params(repo, workspace.setter("report.dpi", dpi + 1))
     refused = workspace.run(["make", "adopt"], repo, check=False)
     assert refused.returncode != 0 and "make adopt: refused" in refused.stderr, refused.stdout + refused.stderr
     assert (lock.read_bytes() if lock.exists() else None) == before
-    workspace.edit_params(repo, _set("report.dpi", dpi))
+    workspace.edit_params(repo, workspace.setter("report.dpi", dpi))
 
     workspace.run(["make", "adopt"], repo)
     plan = workspace.run(["snakemake", "-n", "--cores", "1"], repo)
     assert "Nothing to be done" in plan.stdout and "missing provenance" not in plan.stdout + plan.stderr
-    workspace.edit_params(repo, _set("report.dpi", dpi + 1))
+    workspace.edit_params(repo, workspace.setter("report.dpi", dpi + 1))
     if engine == "snakemake":
         assert workspace.dvc_outdated(repo) == {"report"}
     else:
         assert set(workspace.snakemake_plan(repo)) == {"report", "all"}
-    workspace.edit_params(repo, _set("report.dpi", dpi))
+    workspace.edit_params(repo, workspace.setter("report.dpi", dpi))
     assert workspace.dvc_outdated(repo) == set()
 
 
@@ -443,44 +269,3 @@ def test_snakemake_report_shows_the_leaderboard_and_figures(whole_dag, tmp_path)
     assert "PSNR and SSIM per relative exposure" in text and '<img src="data:image/png' in text
     pixels = _screenshot(tmp_path, shown, "snakemake-report-per-ev")
     assert ((pixels.max(axis=2) - pixels.min(axis=2)) > 60).sum() > 5000, "the figure is not drawn"
-
-
-# The keys params-real.yaml sets apart from params.yaml (README "Your own photos: the real-photo recipe").
-REAL_RECIPE = {
-    "data.source": "folder", "render.max_side": 256, "render.realistic.enabled": True,
-    "render.realistic.reference": "camera",
-    "split.fractions.train": 0.8, "split.fractions.val": 0.1, "split.fractions.test": 0.1,
-    "train.common.epochs": 10, "train.common.steps_per_epoch": 40, "train.common.patch_size": 256,
-    **{f"train.{m}.sampling": "resize" for m in ("exponet", "exponet_double", "msec", "hdr_autoencoder", "exposure_gan")},
-    "train.msec.patch_curriculum": None, "train.exposure_gan.epochs": 6,
-}
-
-
-def _leaves(tree, prefix=""):
-    if isinstance(tree, dict) and tree:
-        return {k: v for key, sub in tree.items() for k, v in _leaves(sub, f"{prefix}{key}.").items()}
-    return {prefix[:-1]: tree}
-
-
-@pytest.mark.slow
-def test_real_photo_recipe_as_documented(tmp_path):
-    """README: `cp params-real.yaml params.yaml`, set data.folder, run. The recipe differs from the default
-    in its documented keys only; Snakemake builds its realistic renders of the folder (5 per photo) and
-    plans every model's training on them."""
-    default, real = (_leaves(yaml.safe_load((workspace.REPO / name).read_text()))
-                     for name in ("params.yaml", "params-real.yaml"))
-    assert set(real) == set(default)
-    assert {k: v for k, v in real.items() if v != default[k]} == REAL_RECIPE
-    folder = tmp_path / "my photos"
-    folder.mkdir()
-    for name in bracketed.PHOTOS:  # real photos (scikit-image's)
-        Image.fromarray(getattr(skimage.data, name)()).save(folder / f"{name}.jpg")
-    repo = workspace.make(tmp_path)
-    text = (repo / "params-real.yaml").read_text()
-    (repo / "params.yaml").write_text(re.sub(r"(?m)^  folder: +#", f"  folder: {folder}  #", text, count=1))
-    workspace.run(["snakemake", "--cores", "2", "split"], repo)
-    rows = read_csv(repo / "data/rendered/manifest.csv")
-    assert {r["scene"] for r in rows} == set(bracketed.PHOTOS)
-    assert len([r for r in rows if float(r["ev"]) != 0]) >= 4 * len(bracketed.PHOTOS)
-    planned = workspace.snakemake_plan(repo)
-    assert {f"train@{m}" for m in yaml.safe_load(text)["train"]["models"]} <= set(planned)

@@ -126,3 +126,30 @@ def dvc_planned(repo: Path) -> set[str]:
         "json.dump(sorted(out), sys.stdout)\n"
     )
     return set(json.loads(run([sys.executable, "-c", script], repo).stdout))
+
+
+DATA_OUTPUTS = [
+    "data/downloads/index.csv", "data/downloads/skipped.csv", "data/rendered/manifest.csv",
+    "data/rendered/registration.csv", "data/splits/train.csv", "data/splits/val.csv", "data/splits/test.csv",
+]
+
+
+def setter(path: str, value):
+    """An edit for `make`/`edit_params` setting the dotted key `path` to `value`."""
+    def edit(params):
+        *parents, leaf = path.split(".")
+        node = params
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+
+    return edit
+
+
+DATA_STAGES = {"download", "render", "split"}
+
+
+def assert_same_data(a, b):
+    """Every data output of repo `a` is byte-identical to repo `b`'s."""
+    for out in DATA_OUTPUTS:
+        assert (a / out).read_bytes() == (b / out).read_bytes(), out
