@@ -9,6 +9,7 @@ leaderboard to reports/bench/quality_real.json with, per column (synthetic test,
 each learned model beats the identity, HE, CLAHE and gamma_auto.
 
     python benchmarks/quality_real.py [--data ../shared/data] [--keep]
+    python benchmarks/quality_real.py --summarise DIR   # record a finished (--keep) run again, untimed
 """
 
 from __future__ import annotations
@@ -54,17 +55,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--summarise", type=Path, metavar="DIR",
+                        help="record the finished run in DIR (a kept copy) instead of running; wall time not measured")
     args = parser.parse_args()
     if not (args.data / "photos").is_dir():
         sys.exit(f"{args.data / 'photos'}: no such folder (the real-photo benchmark needs ../shared/data/photos)")
-    root = Path(tempfile.mkdtemp(prefix="expocorr-quality-"))
-    repo = copy_repo(root / "repo")
-    params = yaml.safe_load((repo / "params-real.yaml").read_text())
-    configure(params, args.data.resolve())
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    t0 = time.perf_counter()
-    timed(["snakemake", "--cores", "all", "--resources", "gpu=1"], repo)
-    seconds = time.perf_counter() - t0
+    if args.summarise:
+        root, repo, seconds = None, args.summarise, None
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+    else:
+        root = Path(tempfile.mkdtemp(prefix="expocorr-quality-"))
+        repo = copy_repo(root / "repo")
+        params = yaml.safe_load((repo / "params-real.yaml").read_text())
+        configure(params, args.data.resolve())
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        t0 = time.perf_counter()
+        timed(["snakemake", "--cores", "all", "--resources", "gpu=1"], repo)
+        seconds = round(time.perf_counter() - t0, 1)
     board = json.loads((repo / "reports/leaderboard.json").read_text())
     metrics = {p.stem: json.loads(p.read_text()) for p in (repo / "metrics").glob("*.json")}
     models = params["train"]["models"]
@@ -79,15 +86,16 @@ def main() -> None:
     write_record(
         OUT, "quality_real", data=str(args.data), params_file="params-real.yaml", n_test_images=details["n_images"],
         n_pairs={name: s["n_images"] for name, s in details.get("extra_sets", {}).items()},
-        wall_seconds=round(seconds, 1), params_train_common=params["train"]["common"], leaderboard=board,
+        wall_seconds=seconds, timed_from_scratch=seconds is not None, params=params["train"], params_train_common=params["train"]["common"], leaderboard=board,
         psnr=columns, ssim={m: s["overall"]["ssim"] for m, s in metrics.items()}, psnr_margin=margin,
         unpaired=unpaired,
-        beats_all_classical={column: [m for m, row in rows.items() if all(v > 0 for v in row.values())]
+        beats_identity_and_classical={column: [m for m, row in rows.items() if all(v > 0 for v in row.values())]
                              for column, rows in margin.items()},
         one_db_over_gamma_auto={column: [m for m, row in rows.items() if row.get("gamma_auto", -1) >= 1.0]
                                 for column, rows in margin.items()})
-    print(f"({seconds / 60:.1f} min)")
-    if args.keep:
+    if seconds is not None:
+        print(f"({seconds / 60:.1f} min)")
+    if args.keep or root is None:
         print(f"kept {repo}")
     else:
         shutil.rmtree(root)

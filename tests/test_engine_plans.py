@@ -171,7 +171,8 @@ REAL_RECIPE = {
     "split.fractions.train": 0.8, "split.fractions.val": 0.1, "split.fractions.test": 0.1,
     "train.common.epochs": 10, "train.common.steps_per_epoch": 40, "train.common.patch_size": 256,
     **{f"train.{m}.sampling": "resize" for m in ("exponet", "exponet_double", "msec", "hdr_autoencoder", "exposure_gan")},
-    "train.msec.patch_curriculum": None, "train.hdr_autoencoder.patch_curriculum": [[0, 128]],
+    "train.msec.patch_curriculum": None, "train.msec.epochs": 5, "train.hdr_autoencoder.epochs": 2,
+    "train.zerodce.epochs": 5, "train.zerodce_pp.epochs": 5, "train.hdr_autoencoder.patch_curriculum": [[0, 128]],
     "train.zerodce.patch_curriculum": [[0, 64]], "train.zerodce_pp.patch_curriculum": [[0, 64]], "train.exposure_gan.epochs": 6,
 }
 
