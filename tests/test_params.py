@@ -22,22 +22,12 @@ import yaml
 from expocorr import cli, machine, params
 from expocorr.models.vgg import load_features, vgg_features
 from expocorr.tables import write_csv
+from workspace import setter as _set
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
 EXPOCORR = REPO / ".venv" / "bin" / "expocorr"
 
-
-
-def _set(path: str, value):
-    def edit(p):
-        *parents, leaf = path.split(".")
-        node = p
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-
-    return edit
 
 
 def _del(path: str):
