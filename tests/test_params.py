@@ -29,7 +29,6 @@ PARAMS = REPO / "params.yaml"
 EXPOCORR = REPO / ".venv" / "bin" / "expocorr"
 
 
-
 def _del(path: str):
     def edit(p):
         *parents, leaf = path.split(".")
