@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -339,12 +340,13 @@ def tiny_all_models(p):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A repository copy with every registered model trained for two steps (real data, real trainer)."""
+    """A repository copy with every registered model trained for two steps (real data, real trainer), two
+    trainings at a time (each is mostly the process's start-up)."""
     repo = workspace.make(tmp_path_factory.mktemp("trained"), tiny_all_models)
     for stage in ("download", "render", "split"):
         workspace.run(["expocorr", stage], repo)
-    for name in sorted(MODELS):
-        workspace.run(["expocorr", "train", "--model", name], repo)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda name: workspace.run(["expocorr", "train", "--model", name], repo), sorted(MODELS)))
     return repo
 
 

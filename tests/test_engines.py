@@ -55,13 +55,16 @@ PAIRED = ["exponet", "exponet_double", "msec", "hdr_autoencoder", "exposure_gan"
 def whole_dag(tmp_path_factory):
     """The whole DAG from scratch in two temporary copies: Snakemake with the training budget under
     which every paired model must beat the identity, DVC with a token one (the stage commands are the
-    same; the CPU time of a second real training is what the suite cannot afford). One OpenMP thread
-    per job: beside the other test worker, a training on two threads took three to five times its idle wall time."""
+    same; the CPU time of a second real training is what the suite cannot afford). One thread per job,
+    two jobs at a time: Snakemake gives each training and evaluation all `--cores` (its `threads`) and the
+    `gpu=1` resource runs one training at a time, so `--max-threads 1 --resources gpu=2` (measured idle:
+    339 s instead of 522 s; beside the other test worker, two-thread jobs took three to five times their
+    idle wall time); DVC runs its stages one by one, with OMP_NUM_THREADS=1."""
     repos = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OMP_NUM_THREADS", "1")
-        for engine, command, edit in (("snakemake", ["snakemake", "--cores", "2", "--resources", "gpu=1"], e2e_params),
-                                      ("dvc", ["dvc", "repro"], smoke_params)):
+        snakemake = ["snakemake", "--cores", "2", "--max-threads", "1", "--resources", "gpu=2"]
+        for engine, command, edit in (("snakemake", snakemake, e2e_params), ("dvc", ["dvc", "repro"], smoke_params)):
             repos[engine] = workspace.make(tmp_path_factory.mktemp(engine), edit)
             workspace.run(command, repos[engine], timeout=3600)
     return repos
