@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -53,20 +54,23 @@ PAIRED = ["exponet", "exponet_double", "msec", "hdr_autoencoder", "exposure_gan"
 
 @pytest.fixture(scope="module")
 def whole_dag(tmp_path_factory):
-    """The whole DAG from scratch in two temporary copies: Snakemake with the training budget under
-    which every paired model must beat the identity, DVC with a token one (the stage commands are the
-    same; the CPU time of a second real training is what the suite cannot afford). One thread per job,
-    two jobs at a time: Snakemake gives each training and evaluation all `--cores` (its `threads`) and the
-    `gpu=1` resource runs one training at a time, so `--max-threads 1 --resources gpu=2` (measured idle:
-    339 s instead of 522 s; beside the other test worker, two-thread jobs took three to five times their
-    idle wall time); DVC runs its stages one by one, with OMP_NUM_THREADS=1."""
-    repos = {}
-    with pytest.MonkeyPatch.context() as mp:
+    """The whole DAG from scratch in two temporary copies, both engines at once: Snakemake with the
+    training budget under which every paired model must beat the identity, DVC with a token one (the stage
+    commands are the same; the CPU time of a second real training is what the suite cannot afford). One
+    thread per job: Snakemake gives each training and evaluation all `--cores` (its `threads`) and the
+    `gpu=1` resource runs one training at a time, so `--max-threads 1 --resources gpu=2` runs two jobs of one
+    thread (idle: 339 s instead of 522 s); DVC runs its stages one by one, with OMP_NUM_THREADS=1. Beside the
+    other test worker, two-thread jobs took three to five times their idle wall time, and DVC's run after
+    Snakemake's was the suite's last five minutes with the other worker done."""
+    snakemake = ["snakemake", "--cores", "2", "--max-threads", "1", "--resources", "gpu=2"]
+    plan = {"snakemake": (snakemake, e2e_params), "dvc": (["dvc", "repro"], smoke_params)}
+    repos = {engine: workspace.make(tmp_path_factory.mktemp(engine), edit) for engine, (_, edit) in plan.items()}
+    with pytest.MonkeyPatch.context() as mp, ThreadPoolExecutor(len(plan)) as pool:
         mp.setenv("OMP_NUM_THREADS", "1")
-        snakemake = ["snakemake", "--cores", "2", "--max-threads", "1", "--resources", "gpu=2"]
-        for engine, command, edit in (("snakemake", snakemake, e2e_params), ("dvc", ["dvc", "repro"], smoke_params)):
-            repos[engine] = workspace.make(tmp_path_factory.mktemp(engine), edit)
-            workspace.run(command, repos[engine], timeout=3600)
+        runs = [pool.submit(workspace.run, command, repos[engine], timeout=3600)
+                for engine, (command, _) in plan.items()]
+        for run in runs:
+            run.result()
     return repos
 
 
