@@ -27,7 +27,7 @@ def e2e_params(params):
     HDR autoencoder), 40 for each unpaired Zero-DCE; MSEC without its adversarial term (it cost up to 0.6 dB
     on test at this budget; the switch is tested in tests/test_model_msec.py); the GAN with pix2pix's linear
     decay (6 + 6 epochs): at a constant LR its test PSNR on the two test scenes spread over 16.8-20.0 dB across
-    seeds and thread counts (the identity: 16.6; CI once saw 16.44 on another CPU), with the decay 18.3-19.5."""
+    seeds and thread counts (the identity: 16.6; CI once saw 16.44 on another machine), with the decay 18.3-19.5."""
     params["render"]["max_side"] = 128
     params["train"]["common"].update(epochs=12, steps_per_epoch=40, batch_size=8, patch_size=64, sample_every=12)
     params["train"]["msec"]["patch_curriculum"] = None
