@@ -8,6 +8,7 @@ import itertools
 import pickle
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -16,6 +17,7 @@ from skimage import color as skcolor
 from skimage import data as skdata
 
 from expocorr import params, render
+from expocorr.metrics.checkerboard import grid_excess
 from expocorr.models import build, exponet, exponet_double
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,7 +101,7 @@ def test_copies_after_a_training_forward(name):
 def test_invalid_arguments_name_the_argument():
     bad = [("base", 0), ("kernel", 4.0), ("first_norm", 1), ("up_activation", "tanh"), ("dropout", 0.5),
            ("dropout", [0.5] * 4), ("dropout", [0.5, 0.5, 0.5, 0.3, 1.0]), ("dropout", "0.5"), ("l2", -1.0),
-           ("l2", True), ("color", "hsv")]
+           ("l2", True), ("color", "hsv"), ("upsample", "nearest")]
     for arg, value in bad:
         for name in ("exponet", "exponet_double"):
             with pytest.raises(ValueError, match=arg):
@@ -112,6 +114,27 @@ def test_invalid_arguments_name_the_argument():
             build("exponet", gone)
     with pytest.raises(ValueError, match="B×3×H×W"):
         build("exponet", {})(torch.rand(1, 1, 8, 8))
+
+
+@pytest.mark.parametrize("name", ["exponet", "exponet_double"])
+def test_resize_convolutions_print_no_grid(name):
+    """`upsample: resize` (the real-photo recipe): no transposed convolution left, the same parameter count
+    at kernel 3, and no periodic pattern on a photo where the report's transposed convolutions print one
+    (`metrics.checkerboard`, untrained networks, three seeds; trained ones: README "Benchmarks", real photos)."""
+    photo = cv2.resize(skdata.astronaut(), (256, 256), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    x = torch.from_numpy(photo).permute(2, 0, 1)[None]
+    grids = {}
+    for upsample in ("transposed", "resize"):
+        for seed in range(3):
+            torch.manual_seed(seed)
+            model = build(name, {"upsample": upsample}).eval()
+            with torch.no_grad():
+                out = model(x)[0].permute(1, 2, 0).numpy()
+            grids[upsample, seed] = grid_excess((out - out.min()) / (out.max() - out.min()), photo)
+        assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.modules()) == (upsample == "transposed")
+    assert all(grids["transposed", seed] > 1.0 for seed in range(3)), grids
+    assert all(grids["resize", seed] < 0.5 for seed in range(3)), grids
+    assert count(build(name, {"upsample": "resize"})) == count(build(name, {}))
 
 
 # --- parameter counts ------------------------------------------------------------------------
@@ -181,7 +204,8 @@ def test_paper_params_are_the_reports():
     dropout, L2 0.2 in the loss, so no Adam weight decay), §4.5 (100 epochs)."""
     train = params.load(REPO / "params-paper.yaml")["train"]
     assert exponet.PAPER_ARCH == {"base": 64, "kernel": 3, "first_norm": True, "up_activation": "leaky_relu",
-                                  "dropout": [0.6, 0.6, 0.6, 0.3, 0.3], "l2": 0.2, "color": "rgb"}
+                                  "dropout": [0.6, 0.6, 0.6, 0.3, 0.3], "l2": 0.2, "color": "rgb",
+                                  "upsample": "transposed"}
     assert exponet_double.PAPER_ARCH == exponet.PAPER_ARCH | {"color": "lab", "bridge": True, "bypass": True,
                                                               "aux_weight": 0.0}
     for name, module in (("exponet", exponet), ("exponet_double", exponet_double)):

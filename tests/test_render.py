@@ -849,6 +849,38 @@ def test_realistic_camera_references_share_the_inputs_camera(tmp_path, p):
             assert not np.array_equal(expected, u8(q["reference"]))  # not the photo: its camera
 
 
+@pytest.mark.parametrize("reference", ["photo", "camera"])
+def test_realistic_key_sets_ev0_at_mid_grey(tmp_path, p, reference):
+    """`key: 0.18`: each scene is first re-exposed so its log-average luminance is the key (`key_ev`, recorded);
+    the inputs and references are then captured from that re-exposure, so EV 0 is the exposure a real bracket
+    is scored against (its frame nearest mid-grey)."""
+    p["render"]["max_side"] = 64
+    p["render"]["realistic"].update(enabled=True, reference=reference)
+    (tmp_path / "plain").mkdir()
+    plain = by_scene(run_stages(tmp_path / "plain", p, download, render))
+    p["render"]["realistic"]["key"] = 0.18
+    (tmp_path / "key").mkdir()
+    rows = run_stages(tmp_path / "key", p, download, render)
+    assert "key_ev" in (tmp_path / "key" / render.MANIFEST).read_text().splitlines()[0].split(",")
+    shifts = []
+    for scene, scene_rows in by_scene(rows).items():
+        photo = read_rgb(tmp_path / "plain" / plain[scene][0]["reference"].parent / "reference.png")
+        photo = render.srgb_to_linear(photo.astype(np.float64))
+        shift = render.key_ev(photo)
+        shifts.append(shift)
+        linear = np.clip(photo * 2.0 ** round(shift, 3), 0, 1)
+        for i, r in enumerate(scene_rows):
+            assert float(r["key_ev"]) == pytest.approx(shift, abs=1e-3)
+            drawn = {k: (int(r[k]) if k == "jpeg_quality" else float(r[k])) for k in ["ev", *synthesis.COLUMNS]}
+            assert np.array_equal(synthesis.capture(linear, drawn, 0, scene, i, render.linear_to_srgb), u8(r["input"]))
+            target = render.srgb_to_linear(u8(r["reference"]) / 255.0)
+            if reference == "photo":
+                assert abs(render.key_ev(target)) < 0.15 + max(0.0, shift) / 4, scene  # clipped highlights lower it
+            else:
+                assert np.array_equal(u8(r["reference"]), synthesis.capture(
+                    linear, synthesis.reference_draw(drawn), 0, scene, i, render.linear_to_srgb))
+    assert max(map(abs, shifts)) > 0.2  # the bundled photos are not all at the key already
+
 def test_realistic_ev_draws_respect_the_range_and_grid():
     cfg = dict(OFF, ev_range=[-2.2, 1.9], ev_step=0.5, per_scene=4)
     assert synthesis.ev_grid(cfg) == [-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5]

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import rawpy
+from skimage.color import rgb2gray
 from tqdm import tqdm
 
 from expocorr import download, synthesis
 from expocorr.atomic import atomic_dir
 from expocorr.errors import UserError
-from expocorr.images import ImageError, read_rgb, resize_max_side, write_rgb
+from expocorr.images import ImageError, read_rgb, resize_max_side, to_uint8, write_rgb
 from expocorr.tables import read_csv, write_csv
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ REGISTRATION = OUT / "registration.csv"  # exposure stacks: one row per register
 STACK_COLUMNS = ["stack", "exposure_time", "augment"]  # manifest columns of exposure-stack rows
 REFERENCE_COLUMNS = ["reference"] + [f"reference_expert_{e}" for e in download.MSEC_EXPERTS]
 LIBRAW_EXP_SHIFT = (0.25, 8.0)  # the range LibRaw accepts for exp_shift (-2 .. +3 EV)
+MID_GREY = 0.18  # Reinhard's key: the linear luminance a well-exposed image's log-average sits at
+LOG_DELTA = 1e-4  # keeps log() finite on black pixels (Reinhard et al. 2002, eq. 1)
 TAU_STREAM = zlib.crc32(b"tau")  # RNG key of a scene's tau draw (noise streams use the EV index here)
 
 
@@ -59,6 +62,12 @@ def decode_curve(x: np.ndarray, curve: str, gamma: float) -> np.ndarray:
 def encode_curve(x: np.ndarray, curve: str, gamma: float) -> np.ndarray:
     """Linear light -> camera-curve values in [0, 1]."""
     return linear_to_srgb(x) if curve == "srgb" else np.power(np.clip(x, 0, 1), 1 / gamma)
+
+
+def key_ev(linear: np.ndarray, key: float = MID_GREY) -> float:
+    """Stops that bring the log-average luminance ``exp(mean(log(delta + Y)))`` of linear RGB (Y: Rec. 709,
+    ``skimage.color.rgb2gray``; Reinhard et al. 2002, eq. 1) to `key`."""
+    return float(np.log2(key / np.exp(np.mean(np.log(LOG_DELTA + rgb2gray(linear))))))
 
 
 def expose(linear: np.ndarray, ev: float, tau: float) -> np.ndarray:
@@ -162,10 +171,18 @@ def _with_tau(rows: list[dict], scene: str, r: dict) -> list[dict]:
 def _render_realistic(reference: np.ndarray, scene: str, folder: Path, r: dict) -> list[dict]:
     """`render.realistic`: the scene's drawn EVs, each captured with its own draws (recorded in the row); its
     reference the photo (``reference: photo``) or the input's camera at EV 0 (``camera``:
-    reference_EV.png, `synthesis.reference_draw`)."""
+    reference_EV.png, `synthesis.reference_draw`). With ``key`` set, EV 0 is first the photo re-exposed so
+    its log-average luminance is ``key`` (`key_ev`, recorded as ``key_ev``; the photo reference is then that
+    re-exposure, reference.png), as a real bracket's EV 0 is its frame nearest mid-grey."""
     cfg, seed = r["realistic"], r["seed"]
     linear = decode_curve(reference.astype(np.float64), r["curve"], r["gamma"])
     encode = lambda x: encode_curve(x, r["curve"], r["gamma"])  # noqa: E731
+    shift = {}
+    if cfg["key"]:
+        shift = {"key_ev": round(key_ev(linear, cfg["key"]), 3)}
+        linear = np.clip(linear * 2.0 ** shift["key_ev"], 0.0, 1.0)
+        if cfg["reference"] == "photo":
+            write_rgb(folder / "reference.png", to_uint8(encode(linear)))
     rows = []
     for i, ev in enumerate(synthesis.scene_evs(cfg, seed, scene)):
         drawn = synthesis.draw(cfg, seed, scene, i, ev)
@@ -174,7 +191,7 @@ def _render_realistic(reference: np.ndarray, scene: str, folder: Path, r: dict) 
         if cfg["reference"] == "camera":
             target = folder / f"reference_{ev_name(ev)}.png"
             write_rgb(target, synthesis.capture(linear, synthesis.reference_draw(drawn), seed, scene, i, encode))
-        rows.append({**drawn, "input": folder / f"{ev_name(ev)}.png", "reference": target})
+        rows.append({**drawn, **shift, "input": folder / f"{ev_name(ev)}.png", "reference": target})
     return rows
 
 
@@ -296,7 +313,7 @@ def run(params: dict) -> None:
     columns = ["scene", "ev"] + (["tau"] if any("tau" in row for row in rows) else []) + ["input"]
     columns += [c for c in REFERENCE_COLUMNS if any(c in row for row in rows)]
     columns += ["source"] + (["split"] if any("split" in row for row in rows) else [])
-    columns += [c for c in STACK_COLUMNS + synthesis.COLUMNS if any(c in row for row in rows)]
+    columns += [c for c in STACK_COLUMNS + ["key_ev"] + synthesis.COLUMNS if any(c in row for row in rows)]
     write_csv(MANIFEST, rows, columns)
     from expocorr import render_stacks  # (see _render_stack)
 

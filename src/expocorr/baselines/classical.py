@@ -10,13 +10,11 @@ from skimage.exposure import adjust_gamma
 
 from expocorr.baselines.registry import camera_curve, register
 from expocorr.images import to_uint8
-from expocorr.render import decode_curve, encode_curve
+from expocorr.render import decode_curve, encode_curve, key_ev
 
 CLAHE_CLIP_LIMIT = 2.0
 CLAHE_TILES = (8, 8)
 GAMMA_RANGE = (0.25, 4.0)  # gamma_auto never applies a gamma outside this range
-MID_GREY = 0.18  # Reinhard's key: the linear luminance the log-average is mapped to
-LOG_DELTA = 1e-4  # keeps log() finite on black pixels (Reinhard et al. 2002, eq. 1)
 EV_AUTO_RANGE = (-6.0, 6.0)  # ev_auto never changes exposure by more stops than this
 
 
@@ -73,5 +71,4 @@ def ev_auto(rgb: np.ndarray, ctx: dict) -> np.ndarray:
 
 def auto_ev(linear: np.ndarray) -> float:
     """The exposure change in stops `ev_auto` applies to linear RGB `linear` (see there)."""
-    key = float(np.exp(np.mean(np.log(LOG_DELTA + rgb2gray(linear)))))
-    return float(np.clip(np.log2(MID_GREY / key), *EV_AUTO_RANGE))
+    return float(np.clip(key_ev(linear), *EV_AUTO_RANGE))

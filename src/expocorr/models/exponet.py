@@ -12,6 +12,10 @@ Architecture (Cai, "Image Exposure Correction with Deep Neural Network", §3.2.1
 * output layer: a transposed convolution back to full resolution, then a sigmoid (``color: rgb``)
   or a tanh (``color: lab``).
 
+``upsample: resize`` replaces every transposed convolution by a resize-convolution (bilinear ×2, then a
+3×3 convolution; Odena et al., "Deconvolution and checkerboard artifacts", Distill 2016): a transposed
+convolution's taps overlap unevenly, and trained ones print a 2–8 px grid on real photos.
+
 The report gives no widths, no LeakyReLU slope and no normalisation for the decoder: ``base``,
 the width ratios, the slope 0.2 and the decoder's BatchNorm are pix2pix's U-Net conventions.
 
@@ -44,6 +48,7 @@ WIDTHS = (1, 2, 4, 8, 8, 8)  # encoder widths in units of `base`, full → 1/64 
 UP_LAYERS = len(WIDTHS) - 1  # transposed convolutions before the output layer
 COLORS = ("rgb", "lab")
 UP_ACTIVATIONS = ("leaky_relu", "relu")
+UPSAMPLES = ("transposed", "resize")
 SLOPE = 0.2  # LeakyReLU slope: the report names no slope; pix2pix's
 
 # The report's numbers (§3.2.1): kernel 3, BatchNorm on all 6 encoder layers, LeakyReLU on every
@@ -51,7 +56,7 @@ SLOPE = 0.2  # LeakyReLU slope: the report names no slope; pix2pix's
 # 0.2; RGB is the colour space of its ExpoNet results (§4.5). `base` is not in the report: 64 is
 # pix2pix's U-Net width (ngf).
 PAPER_ARCH = {"base": 64, "kernel": 3, "first_norm": True, "up_activation": "leaky_relu",
-              "dropout": [0.6, 0.6, 0.6, 0.3, 0.3], "l2": 0.2, "color": "rgb"}
+              "dropout": [0.6, 0.6, 0.6, 0.3, 0.3], "l2": 0.2, "color": "rgb", "upsample": "transposed"}
 
 
 # --- sRGB <-> CIELAB (D65), differentiable -----------------------------------------------------
@@ -145,7 +150,7 @@ def pad_to_multiple(x: Tensor, multiple: int = MULTIPLE) -> Tensor:
 
 
 def check_arch(base: int, kernel: int, first_norm: bool, up_activation: str, dropout: Sequence[float],
-               l2: float, color: str) -> None:
+               l2: float, color: str, upsample: str = "transposed") -> None:
     """ValueError naming the first bad ExpoNet argument."""
     if isinstance(base, bool) or not isinstance(base, int) or base < 1:
         raise ValueError(f"base must be a positive integer, got {base!r}")
@@ -162,6 +167,8 @@ def check_arch(base: int, kernel: int, first_norm: bool, up_activation: str, dro
         raise ValueError(f"l2 must be a number >= 0, got {l2!r}")
     if color not in COLORS:
         raise ValueError(f"color must be one of {', '.join(COLORS)}, got {color!r}")
+    if upsample not in UPSAMPLES:
+        raise ValueError(f"upsample must be one of {', '.join(UPSAMPLES)}, got {upsample!r}")
 
 
 def l2_penalty(module: nn.Module, l2: float, target: Tensor) -> Tensor:
@@ -183,12 +190,17 @@ def down(cin: int, cout: int, kernel: int, norm: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def up(cin: int, cout: int, kernel: int, dropout: float, activation: str) -> nn.Sequential:
-    """Stride-2 transposed convolution (doubles H and W) + BatchNorm [+ Dropout] + LeakyReLU or ReLU."""
-    layers: list[nn.Module] = [
-        nn.ConvTranspose2d(cin, cout, kernel, stride=2, padding=1, output_padding=kernel % 2, bias=False),
-        nn.BatchNorm2d(cout),
-    ]
+def upsampling(cin: int, cout: int, kernel: int, upsample: str, bias: bool) -> nn.Module:
+    """Doubles H and W: a stride-2 transposed convolution, or (``resize``) bilinear ×2 then a 3×3 convolution."""
+    if upsample == "resize":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                             nn.Conv2d(cin, cout, 3, padding=1, bias=bias))
+    return nn.ConvTranspose2d(cin, cout, kernel, stride=2, padding=1, output_padding=kernel % 2, bias=bias)
+
+
+def up(cin: int, cout: int, kernel: int, dropout: float, activation: str, upsample: str) -> nn.Sequential:
+    """`upsampling` (doubles H and W) + BatchNorm [+ Dropout] + LeakyReLU or ReLU."""
+    layers: list[nn.Module] = [upsampling(cin, cout, kernel, upsample, bias=False), nn.BatchNorm2d(cout)]
     if dropout > 0:
         layers.append(nn.Dropout(dropout))
     layers.append(nn.LeakyReLU(SLOPE) if activation == "leaky_relu" else nn.ReLU())
@@ -207,7 +219,7 @@ class UNet(nn.Module):
     """
 
     def __init__(self, base: int, kernel: int, first_norm: bool, up_activation: str, dropout: Sequence[float],
-                 color: str, bridge: bool = False, bypass: bool = False):
+                 color: str, upsample: str = "transposed", bridge: bool = False, bypass: bool = False):
         super().__init__()
         widths = [base * m for m in WIDTHS]
         self.encoder = nn.ModuleList(
@@ -218,14 +230,14 @@ class UNet(nn.Module):
         self.decoder = nn.ModuleList()
         cin = widths[-1]
         for p, cout in zip(dropout, reversed(widths[:-1])):  # 8b, 8b, 4b, 2b, b: 1/32 → 1/2 resolution
-            self.decoder.append(up(cin, cout, kernel, p, up_activation))
+            self.decoder.append(up(cin, cout, kernel, p, up_activation, upsample))
             cin = skips * cout
         if bypass:
-            self.head_up = up(cin, base, kernel, 0.0, up_activation)
+            self.head_up = up(cin, base, kernel, 0.0, up_activation, upsample)
             self.head = nn.Conv2d(base + 3, 3, 3, padding=1)
         else:
             self.head_up = None
-            self.head = nn.ConvTranspose2d(cin, 3, kernel, stride=2, padding=1, output_padding=kernel % 2)
+            self.head = upsampling(cin, 3, kernel, upsample, bias=True)
         self.activation = nn.Sigmoid() if color == "rgb" else nn.Tanh()
         self.bridge, self.bypass = bridge, bypass
 
@@ -263,16 +275,18 @@ class ExpoNet(nn.Module):
         dropout: dropout probability of each of the 5 decoder layers, from the bottleneck up.
         l2: strength of the L2 penalty on the convolution kernels (0: off), relative to eq. 1's L1.
         color: "rgb" (sigmoid output) or "lab" (normalised CIELAB, tanh output).
+        upsample: "transposed" (the report's transposed convolutions) or "resize" (resize-convolutions).
     """
 
     paired = True
 
     def __init__(self, base: int = 8, kernel: int = 3, first_norm: bool = True, up_activation: str = "leaky_relu",
-                 dropout: Sequence[float] = (0.6, 0.6, 0.6, 0.3, 0.3), l2: float = 0.2, color: str = "rgb"):
+                 dropout: Sequence[float] = (0.6, 0.6, 0.6, 0.3, 0.3), l2: float = 0.2, color: str = "rgb",
+                 upsample: str = "transposed"):
         super().__init__()
-        check_arch(base, kernel, first_norm, up_activation, dropout, l2, color)
+        check_arch(base, kernel, first_norm, up_activation, dropout, l2, color, upsample)
         self.color, self.l2 = color, float(l2)
-        self.net = UNet(base, kernel, first_norm, up_activation, dropout, color)
+        self.net = UNet(base, kernel, first_norm, up_activation, dropout, color, upsample)
         self._last: tuple[Tensor, Tensor] | None = None  # (output, its working-space form) for loss()
 
     def forward(self, x: Tensor) -> Tensor:

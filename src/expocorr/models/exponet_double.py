@@ -48,7 +48,7 @@ class ExpoNetDouble(nn.Module):
     """Two ExpoNets in sequence with bridge skips and input bypass, on sRGB in [0, 1], any size.
 
     Args:
-        base, kernel, first_norm, up_activation, dropout, l2, color: as for ExpoNet (both networks alike).
+        base, kernel, first_norm, up_activation, dropout, l2, color, upsample: as for ExpoNet (both networks alike).
         bridge: concatenate the first network's encoder features into the second's decoder.
         bypass: concatenate the original input before each network's output layer.
         aux_weight: weight of the L1 on the first network's (intermediate) output; 0 turns it off.
@@ -58,9 +58,9 @@ class ExpoNetDouble(nn.Module):
 
     def __init__(self, base: int = 8, kernel: int = 3, first_norm: bool = True, up_activation: str = "leaky_relu",
                  dropout: Sequence[float] = (0.6, 0.6, 0.6, 0.3, 0.3), l2: float = 0.2, color: str = "rgb",
-                 bridge: bool = True, bypass: bool = True, aux_weight: float = 0.0):
+                 upsample: str = "transposed", bridge: bool = True, bypass: bool = True, aux_weight: float = 0.0):
         super().__init__()
-        check_arch(base, kernel, first_norm, up_activation, dropout, l2, color)
+        check_arch(base, kernel, first_norm, up_activation, dropout, l2, color, upsample)
         if not isinstance(bridge, bool):
             raise ValueError(f"bridge must be true or false, got {bridge!r}")
         if not isinstance(bypass, bool):
@@ -69,7 +69,7 @@ class ExpoNetDouble(nn.Module):
             raise ValueError(f"aux_weight must be a number >= 0, got {aux_weight!r}")
         self.color, self.bridge, self.bypass, self.aux_weight = color, bridge, bypass, float(aux_weight)
         self.l2 = float(l2)
-        body = (base, kernel, first_norm, up_activation, dropout, color)
+        body = (base, kernel, first_norm, up_activation, dropout, color, upsample)
         self.first = UNet(*body, bypass=bypass)
         self.second = UNet(*body, bridge=bridge, bypass=bypass)
         self._last: tuple[Tensor, Tensor, Tensor] | None = None  # (output, final, intermediate) for loss()
