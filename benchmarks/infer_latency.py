@@ -3,7 +3,7 @@
 
 Each (method, size, device) runs in a fresh process, so its peak resident memory (the child's own
 ``ru_maxrss``) is the method's: model loading included, file decoding not (the photo is made in
-memory). ``seconds`` times the correction itself (`expocorr.inference.Method`, the
+memory). ``seconds`` times the correction itself (`expocorr.methods.Method`, the
 path `evaluate` and `correct` share, full-resolution strategies included), after one warm-up on a
 small image. The photo is a real one (scikit-image's astronaut) resized to each size.
 
@@ -42,11 +42,11 @@ def one(method: str, size: str, device: str) -> dict:
     """Time one method on one photo in this process (run as a child by `main`)."""
     import torch
 
-    from expocorr import inference
+    from expocorr import inference, methods
 
     width, height = (int(v) for v in size.split("x"))
     dev = inference.pick_device(device)
-    corrector = inference.load_method(method, dev)
+    corrector = methods.load_method(method, dev)
     corrector(photo(256, 192), CTX)  # warm-up (allocators, cuDNN autotuning)
     rgb = photo(width, height)
     if dev.type == "cuda":

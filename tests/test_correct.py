@@ -21,7 +21,7 @@ import yaml
 from torch import nn
 
 import workspace
-from expocorr import cli, inference, models, params
+from expocorr import cli, inference, methods, models, params
 from expocorr.correct import DEFAULT_MAX_MEGAPIXELS, MANIFEST
 from expocorr.models.registry import MODELS
 from expocorr.photo_io import read_photo
@@ -108,19 +108,19 @@ def test_guided_strategy_returns_full_size():
 
 
 def test_memory_hungry_baselines_go_guided_on_large_photos(monkeypatch):
-    monkeypatch.setattr(inference, "BASELINE_DIRECT_MEGAPIXELS", 0.1)
+    monkeypatch.setattr(methods, "BASELINE_DIRECT_MEGAPIXELS", 0.1)
     calls = []
-    method = inference.load_method("ev_auto")
-    inner = inference.run_guided
-    monkeypatch.setattr(inference, "run_guided", lambda fn, rgb, side: calls.append(side) or inner(fn, rgb, side))
+    method = methods.load_method("ev_auto")
+    inner = methods.run_guided
+    monkeypatch.setattr(methods, "run_guided", lambda fn, rgb, side: calls.append(side) or inner(fn, rgb, side))
     rgb = real_photo(400, 600).astype(np.float32) / 255
     out = method(rgb, {"ev": None, "render": {"curve": "srgb", "gamma": 2.2, "tau": 1.0}})
-    assert calls == [inference.BASELINE_GUIDED_SIDE] and out.shape == rgb.shape
+    assert calls == [methods.BASELINE_GUIDED_SIDE] and out.shape == rgb.shape
 
 
 def test_method_does_not_clip_the_callers_array_in_place():
     rgb = np.full((8, 8, 3), 0.5, np.float32)
-    out = inference.Method("x", "baseline", lambda x, ctx: x)(rgb, {})
+    out = methods.Method("x", "baseline", lambda x, ctx: x)(rgb, {})
     assert out is not rgb and not np.shares_memory(out, rgb)
 
 

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 import bracketed
 import workspace
-from expocorr import cli, evaluate, inference
+from expocorr import cli, evaluate, methods
 from expocorr.evaluate import example_rows
 from expocorr.images import read_rgb, to_uint8
 from expocorr.metrics import NoReference, psnr
@@ -177,7 +177,7 @@ def test_oracle_is_not_scored_on_unpaired_photos(repo, monkeypatch):
     """A lone real photo has no known EV: the oracle cannot run on it, and the set says so instead of a number."""
     monkeypatch.chdir(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    oracle = inference.load_method("inverse_synthesis")
+    oracle = methods.load_method("inverse_synthesis")
     group, details, table = evaluate.evaluate_unpaired("real", oracle, params, NoReference({"brisque": True}),
                                                        (repo / "unused", repo / "unused"))
     assert group == {} and table == [] and details["status"].startswith("not computed: inverse_synthesis is an oracle")

@@ -375,12 +375,12 @@ def _save_model(path: Path, name: str, edit=None) -> Path:
 
 
 def test_model_file_of_another_model_is_refused_by_evaluate_and_correct(tmp_path, monkeypatch, caplog):
-    from expocorr import cli, inference
+    from expocorr import cli, methods
 
     monkeypatch.chdir(tmp_path)
     _save_model(tmp_path / "models/msec/model.pt", "zerodce")  # a zerodce file where msec's should be
     with pytest.raises(MethodError, match=r"^'models/msec/model.pt': records model 'zerodce', not 'msec'"):
-        inference.load_method("msec")  # what `expocorr evaluate --method msec` builds its corrector with
+        methods.load_method("msec")  # what `expocorr evaluate --method msec` builds its corrector with
     _write(tmp_path / "a.jpg", skimage.data.chelsea()[:60, :80], quality=90)
     for spec in ("msec", "models/msec/model.pt"):
         caplog.clear()
@@ -389,7 +389,7 @@ def test_model_file_of_another_model_is_refused_by_evaluate_and_correct(tmp_path
         assert len(errors) == 1 and "'models/msec/model.pt': records model 'zerodce', not 'msec'" in errors[0]
     assert not (tmp_path / "a_corrected.jpg").exists()
     _save_model(tmp_path / "mine/model.pt", "zerodce")  # outside the train layout: the file says what it is
-    assert inference.load_method("mine", path=tmp_path / "mine/model.pt").name == "zerodce"
+    assert methods.load_method("mine", path=tmp_path / "mine/model.pt").name == "zerodce"
 
 
 def test_nan_weights_are_refused_at_load(tmp_path, monkeypatch, caplog):
@@ -410,7 +410,7 @@ def test_nan_weights_are_refused_at_load(tmp_path, monkeypatch, caplog):
 
 
 def test_non_finite_output_is_refused_naming_the_model_file(tmp_path):
-    from expocorr import inference
+    from expocorr import methods
 
     def overflow(state):  # finite weights of alternating sign, so large that the activations become inf - inf
         for v in state.values():
@@ -418,7 +418,7 @@ def test_non_finite_output_is_refused_naming_the_model_file(tmp_path):
                 v.copy_(torch.where(torch.arange(v.numel()).reshape(v.shape) % 2 == 0, 3e38, -3e38))
 
     path = _save_model(tmp_path / "zerodce/model.pt", "zerodce", overflow)
-    method = inference.load_method("zerodce", path=path)
+    method = methods.load_method("zerodce", path=path)
     rgb = skimage.data.chelsea()[:60, :80].astype(np.float32) / 255
     with pytest.raises(MethodError, match=rf"^{re.escape(repr(str(path)))}: gave non-finite values"):
         method(rgb, {})

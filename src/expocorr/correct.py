@@ -103,12 +103,12 @@ def best_method(metrics: Path = METRICS) -> tuple[str, str]:
     extra set of real exposure errors (`extra` of metrics/NAME.json, ``evaluate.extra_sets``) that the
     models were scored on, else by the synthetic test split's headline PSNR. Only models whose
     models/NAME/model.pt exists count; a baseline is used only when --model names it."""
-    from expocorr import inference
+    from expocorr import methods
     from expocorr.baselines import BASELINES
 
     entries = _leaderboard(metrics)
     learned = [(name, data) for name, data in entries
-               if data.get("kind") == "model" and inference.model_path(name).exists()]
+               if data.get("kind") == "model" and methods.model_path(name).exists()]
     baselines = [(name, data) for name, data in entries if data.get("kind") != "model" and not data.get("oracle")
                  and name not in NOT_CORRECTORS and not (name in BASELINES and BASELINES[name].needs_stack)]
     sets = [key for _, data in learned for key in (data.get("extra") or {})]
@@ -128,8 +128,8 @@ def best_method(metrics: Path = METRICS) -> tuple[str, str]:
 
 
 def load_corrector(spec: str | None, device, metrics: Path = METRICS):
-    """The `inference.Method` for --model `spec` (None: the best on the leaderboard in `metrics`)."""
-    from expocorr import inference
+    """The `methods.Method` for --model `spec` (None: the best on the leaderboard in `metrics`)."""
+    from expocorr import methods
     from expocorr.baselines import BASELINES
 
     if spec is None:
@@ -139,7 +139,7 @@ def load_corrector(spec: str | None, device, metrics: Path = METRICS):
     if spec.endswith(".pt") or (path.is_file() and spec not in BASELINES):
         if not path.is_file():
             raise CorrectError(f"--model {spec!r}: no such model file")
-        return inference.load_method(path.parent.name, device, path=path)
+        return methods.load_method(path.parent.name, device, path=path)
     if spec in BASELINES:
         baseline = BASELINES[spec]
         if baseline.oracle:
@@ -147,7 +147,7 @@ def load_corrector(spec: str | None, device, metrics: Path = METRICS):
                                "rendered at; your photos have none")
         if baseline.needs_stack:
             raise CorrectError(f"--model {spec}: merges an exposure stack, it cannot correct single photos")
-    return inference.load_method(spec, device)
+    return methods.load_method(spec, device)
 
 
 def collect(inputs: list[str], suffix: str, outdir: Path | None) -> tuple[list[tuple[Path, Path]], list[str]]:

@@ -29,15 +29,16 @@ import platform
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 
 import mlflow
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from expocorr import inference, render_extra, split, stacks, tracking
+from expocorr import methods, render_extra, split, stacks, tracking
 from expocorr.atomic import atomic_dir, write_text
+from expocorr.baselines import BASELINES
 from expocorr.baselines.registry import BaselineError
 from expocorr.errors import UserError
 from expocorr.images import read_rgb, to_uint8, write_rgb
@@ -125,14 +126,18 @@ def aggregate(per_image: list[dict], column: str) -> tuple[dict, dict]:
     return scores, counts
 
 
-def provenance(params: dict, rows: list[dict], device: torch.device) -> dict:
+def provenance(params: dict, rows: list[dict], device) -> dict:
     """What and where this evaluation ran on: the data source and the size of its rendered set and of
     the test split, the commit, a hash of the params (as parsed), the date and the machine."""
     data = params["data"]
     where = {"folder": data["folder"], "raw": data["folder"], "url": data["url"],
              "stacks": data["stacks"]["preset"] or data["folder"] or data["url"]}.get(data["source"])
     inputs = [p for p in IMAGES.rglob("*.png") if not p.name.startswith("reference")] if IMAGES.is_dir() else []
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    gpu = None
+    if str(device).startswith("cuda"):  # a model's torch.device (a baseline runs on "cpu")
+        import torch
+
+        gpu = torch.cuda.get_device_name(device)
     return {
         "data_source": data["source"] + (f" ({where})" if where else ""),
         "rendered_scenes": len({p.relative_to(IMAGES).parts[0] for p in inputs}), "rendered_images": len(inputs),
@@ -141,7 +146,7 @@ def provenance(params: dict, rows: list[dict], device: torch.device) -> dict:
         "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} ({platform.system()} {platform.machine()}, {os.cpu_count()} CPUs)",
         "device": str(device) + (f" ({gpu})" if gpu else ""),
-        "software": f"Python {platform.python_version()}, torch {torch.__version__}",
+        "software": f"Python {platform.python_version()}, torch {metadata.version('torch')}",
     }
 
 
@@ -157,11 +162,15 @@ def run(params: dict, method: str) -> None:
             key = "extra_sets" if kind == "bracketed" else "unpaired_sets"
             raise EvaluateError(f"{render_extra.manifest(name)}: missing; evaluate.{key} names {name!r}: run "
                                 "`expocorr render-extra` first")
-    try:
-        device = inference.pick_device(cfg["device"])
-    except inference.MethodError as exc:
-        raise EvaluateError(f"evaluate.device: {exc}") from None
-    corrector = inference.load_method(method, device)
+    device = "cpu"
+    if method not in BASELINES:  # torch: for a model only
+        from expocorr import inference
+
+        try:
+            device = inference.pick_device(cfg["device"])
+        except methods.MethodError as exc:
+            raise EvaluateError(f"evaluate.device: {exc}") from None
+    corrector = methods.load_method(method, device)
     if method in params["train"]["models"] and corrector.kind != "model":
         raise EvaluateError(f"--method {method}: listed in train.models but not loadable as a model")
     noref = NoReference(cfg["noref"], device)
@@ -250,7 +259,7 @@ def run(params: dict, method: str) -> None:
                  means or details_["status"])
 
 
-def _correct(corrector: inference.Method, row: dict, params: dict) -> tuple[np.ndarray, np.ndarray, float]:
+def _correct(corrector: methods.Method, row: dict, params: dict) -> tuple[np.ndarray, np.ndarray, float]:
     """(the input of a manifest row, `corrector`'s uint8 output, the seconds it took)."""
     image = read_rgb(row["input"])
     ctx = {"ev": float(row["ev"]), "render": params["render"]}
@@ -277,7 +286,7 @@ def _score(record: dict, row: dict, output: np.ndarray, references: dict, cfg: d
             record[f"ssim_y:{column}"] = ssim(output, reference, y_channel=True)
 
 
-def evaluate_extra(name: str, corrector: inference.Method, params: dict) -> tuple[dict, dict, list[dict]]:
+def evaluate_extra(name: str, corrector: methods.Method, params: dict) -> tuple[dict, dict, list[dict]]:
     """Score `corrector` on extra set `name` (data/extra/NAME/manifest.csv): its metrics group
     (``{psnr, ssim, delta_e2000, under, over}``; identical pairs, the reference exposure against itself,
     left out of the overall means as on the test split), its details (counts, per EV) and its per-image rows."""
@@ -304,7 +313,7 @@ def evaluate_extra(name: str, corrector: inference.Method, params: dict) -> tupl
     return group, details, table
 
 
-def evaluate_unpaired(name: str, corrector: inference.Method, params: dict, noref: NoReference,
+def evaluate_unpaired(name: str, corrector: methods.Method, params: dict, noref: NoReference,
                       results: tuple[Path, Path]) -> tuple[dict, dict, list[dict]]:
     """Run `corrector` on unpaired set `name` (data/extra/NAME/manifest.csv, no EV known) and score each
     output with `noref` and for grid artefacts (``grid``: `checkerboard.grid_excess` over its input, in
@@ -382,7 +391,7 @@ def _finite(value):
     return value
 
 
-def _log_to_mlflow(params: dict, method: str, corrector: inference.Method) -> None:
+def _log_to_mlflow(params: dict, method: str, corrector: methods.Method) -> None:
     """Log the numeric leaves of metrics/METHOD.json as written (`tracking.metric_leaves`: test_psnr,
     test_under_psnr, ...), and it and its details file (under details/) as artifacts. A model's run is
     a child of its training run, which keeps its end time (or, when that run is not in this store's
@@ -396,7 +405,7 @@ def _log_to_mlflow(params: dict, method: str, corrector: inference.Method) -> No
     parent = None
     if corrector.kind == "model":
         experiment_id = tracking.setup(params)
-        model_file = inference.model_path(method)
+        model_file = methods.model_path(method)
         tags.update(model_file=model_file.as_posix(), model_sha256=tracking.file_sha256(model_file))
         logged.update(tracking.model_params(method, corrector.settings))
         parent, recorded = _training_run(method, experiment_id, tags["model_sha256"])
@@ -424,7 +433,7 @@ def _log_to_mlflow(params: dict, method: str, corrector: inference.Method) -> No
 def _training_run(method: str, experiment_id: str, model_sha256: str) -> tuple[str | None, str | None]:
     """(the training run to nest the evaluation under, or None; the run id models/METHOD/mlflow_run.json
     records, or None): the recorded run when it is in `experiment_id` and logged this model file."""
-    run_file = inference.model_path(method).with_name("mlflow_run.json")
+    run_file = methods.model_path(method).with_name("mlflow_run.json")
     recorded = json.loads(run_file.read_text()).get("run_id") if run_file.exists() else None
     run = tracking.own_run(recorded, experiment_id)
     if run is None or run.data.tags.get("model_sha256", model_sha256) != model_sha256:

@@ -1,11 +1,11 @@
-"""Apply a method (a trained model or a baseline) to a photo: the one code path of `evaluate` and `correct`.
+"""Apply a trained model to a photo: the one code path of `evaluate` and `correct` (`methods.load_method`).
 
 Models are loaded from `models/NAME/model.pt` with ``weights_only=True``; a file recording another
 model than the one asked for, or holding NaN or infinite weights, is refused; denormal weights are
 flushed to zero on load (they made Zero-DCE many times slower on CPU). A method's non-finite output
 is refused too, naming the model file (`Method`).
 
-Full resolution (`run_model`, `run_baseline`): an image whose long side is at most
+Full resolution (`run_model`): an image whose long side is at most
 ``DIRECT_MAX_SIDE`` (512 px, the size of the default test split) goes through the method as it is.
 A larger one goes the way each method was designed for (``STRATEGIES``, chosen by the comparison in
 the README, "Correct your own photos"):
@@ -23,9 +23,7 @@ the README, "Correct your own photos"):
 * ``tiled``: overlapping ``TILE``-px tiles, blended with linear ramps over the overlap (the default
   for a model not in ``STRATEGIES``; the autoencoders and the GAN scored better guided).
 
-Baselines run as they are up to ``BASELINE_DIRECT_MEGAPIXELS``; beyond it the ones that need
-float64 full-resolution copies (``GUIDED_BASELINES``) use the guided path at ``BASELINE_GUIDED_SIDE``,
-so that a 24-megapixel photo stays within 3 GB.
+Baselines, and loading a method by name (a baseline without torch): `expocorr.methods`.
 """
 
 from __future__ import annotations
@@ -40,13 +38,11 @@ import torch
 from torch import nn
 
 from expocorr import models
-from expocorr.errors import UserError
 from expocorr.guided_upsampling import guided_upsample
+from expocorr.methods import Method, MethodError, downscaled, model_path, run_guided
 from expocorr.models import zerodce_pp
 
 log = logging.getLogger(__name__)
-
-MODELS_DIR = Path("models")
 
 DIRECT_MAX_SIDE = 512  # up to this long side (px) every method runs on the image as it is
 GUIDED_SIDE = 512  # `guided`: the model runs at this long side (MSEC's paper: 512)
@@ -72,20 +68,6 @@ DEFAULT_STRATEGY = "tiled"  # a model registered later and not compared yet: til
 # inference exact (Zero-DCE: seven 3×3 convolutions).
 RECEPTIVE_RADIUS = {"zerodce": 7}
 ZERODCE_PP_MAX_SCALE = 12  # Zero-DCE++ official test script (lowlight_test.py): curves estimated at 1/12
-
-BASELINE_DIRECT_MEGAPIXELS = 4.0
-GUIDED_BASELINES = {"ev_auto", "mertens", "inverse_synthesis"}  # float64 full-resolution copies: >3 GB at 24 MP
-BASELINE_GUIDED_SIDE = 2048
-
-
-class MethodError(UserError, ValueError):
-    """An unknown method or an unusable model file; the message names it."""
-
-
-def model_path(name: str) -> Path:
-    """Where the train stage writes model `name`."""
-    return MODELS_DIR / name / "model.pt"
-
 
 def pick_device(requested: str, local_rank: int = 0) -> torch.device:
     """`auto` picks cuda > mps > cpu; under torchrun each rank takes cuda:LOCAL_RANK."""
@@ -296,26 +278,13 @@ def run_zerodce_pp(model: nn.Module, rgb: np.ndarray, device: torch.device, scal
     return out
 
 
-def _downscaled(rgb: np.ndarray, side: int) -> np.ndarray:
-    """`rgb` resized (area) to `side` px on the long side."""
-    h, w = rgb.shape[:2]
-    scale = side / max(h, w)
-    return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-
-
-def run_guided(fn, rgb: np.ndarray, side: int) -> np.ndarray:
-    """`fn` (float RGB -> float RGB) on `rgb` downscaled to `side` px, guided-upsampled to full size."""
-    small = _downscaled(rgb, side)
-    return guided_upsample(rgb, small, fn(small))
-
-
 def run_msec(model: nn.Module, rgb: np.ndarray, device: torch.device) -> np.ndarray:
     """MSEC as its official demo (demo_single_image.m) runs a photo above 512 px: the network on a copy
     of GUIDED_SIDE px on the long side, its input pyramid scaled by the model's ``band_scale``, then
     bilateral guided upsampling fitted on MSEC_FIT_SIDE² copies of that input and output (MSEC_GRID
     nodes) and applied to the full-resolution photo. The demo pads the copy to a 512² square and
     resizes bicubically; here the model pads itself and the resizes average areas."""
-    small = _downscaled(rgb, GUIDED_SIDE)
+    small = downscaled(rgb, GUIDED_SIDE)
     out = _forward(lambda x: model(x, scale_bands=max(rgb.shape[:2]) > GUIDED_SIDE), small, device)
     fit = (MSEC_FIT_SIDE, MSEC_FIT_SIDE)
     low_in, low_out = (cv2.resize(im, fit, interpolation=cv2.INTER_AREA) for im in (small, out))
@@ -349,56 +318,10 @@ def run_model(model: nn.Module, rgb: np.ndarray, device: torch.device, strategy:
     return _forward(model, rgb, device)
 
 
-def run_baseline(fn, name: str, rgb: np.ndarray, ctx: dict) -> np.ndarray:
-    """A baseline at full resolution: as it is, or guided from BASELINE_GUIDED_SIDE for the memory-hungry
-    ones on photos above BASELINE_DIRECT_MEGAPIXELS."""
-    h, w = rgb.shape[:2]
-    if name in GUIDED_BASELINES and h * w > BASELINE_DIRECT_MEGAPIXELS * 1e6:
-        return run_guided(lambda small: fn(small, ctx), rgb, BASELINE_GUIDED_SIDE)
-    return fn(rgb, ctx)
-
-
-class Method:
-    """A named corrector: `method(rgb, ctx) -> rgb` (float32 H×W×3 in [0, 1]).
-
-    `ctx` carries what a baseline may use (`ev`, `render`, `stack`); models ignore it. `source` is what
-    messages name: the model file, or the baseline.
-    """
-
-    def __init__(self, name: str, kind: str, fn, n_parameters: int | None = None, oracle: bool = False,
-                 settings: dict | None = None, source: str | None = None) -> None:
-        self.name, self.kind, self.fn = name, kind, fn
-        self.n_parameters, self.oracle, self.settings = n_parameters, oracle, settings or {}
-        self.source = source or f"{kind} {name!r}"
-
-    def __call__(self, rgb: np.ndarray, ctx: dict) -> np.ndarray:
-        out = self.fn(rgb, ctx)
-        if not (isinstance(out, np.ndarray) and out.dtype == np.float32) or np.may_share_memory(out, rgb):
-            out = np.array(out, dtype=np.float32)  # a copy: never clip the caller's array in place
-        # A float64 sum of float32 values cannot overflow: it is finite exactly when every value is.
-        if not math.isfinite(float(out.sum(dtype=np.float64))):
-            raise MethodError(f"{self.source}: gave non-finite values (NaN or infinite) on this image; refused, "
-                              "no output written")
-        return np.clip(out, 0.0, 1.0, out=out)  # in place: no second full-resolution copy
-
-
-def load_method(name: str, device: torch.device | str = "cpu", path: str | Path | None = None) -> Method:
-    """A trained model (`models/NAME/model.pt`, or the file `path`) or a registered baseline, by name.
-
-    The model file must record model `name` (`load_model`); for a `path` outside the train stage's
-    layout (a folder not named after a model), `name` is not checked.
-    """
-    from expocorr.baselines import BASELINES
-
+def load_model_method(name: str, device: torch.device | str = "cpu", path: str | Path | None = None) -> Method:
+    """A trained model as a `Method`: `models/NAME/model.pt`, or the file `path` (`methods.load_method`)."""
     device = torch.device(device)
-    if path is not None or name in models.MODELS:
-        file = Path(path or model_path(name))
-        model, checkpoint = load_model(file, device, expected=name if name in models.MODELS else None)
-        return Method(checkpoint["model"], "model", lambda rgb, ctx: run_model(model, rgb, device),
-                      n_parameters=parameter_count(model), settings=checkpoint["params"], source=repr(str(file)))
-    if name in BASELINES:
-        baseline = BASELINES[name]
-        return Method(name, "baseline", lambda rgb, ctx: run_baseline(baseline.fn, name, rgb, ctx),
-                      oracle=baseline.oracle)
-    known = sorted(models.MODELS) + sorted(BASELINES)
-    raise MethodError(f"unknown method {name!r}; known: {', '.join(known)}")
+    file = Path(path or model_path(name))
+    model, checkpoint = load_model(file, device, expected=name if name in models.MODELS else None)
+    return Method(checkpoint["model"], "model", lambda rgb, ctx: run_model(model, rgb, device),
+                  n_parameters=parameter_count(model), settings=checkpoint["params"], source=repr(str(file)))

@@ -32,7 +32,6 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.file_utils import local_file_uri_to_path
 
 from expocorr import split
-from expocorr.sampling import curriculum
 from expocorr.tables import read_csv
 
 log = logging.getLogger(__name__)
@@ -188,6 +187,8 @@ def model_params(name: str, settings: dict) -> dict[str, object]:
     """A model's training params: namespaced (`train.common.*`, `train.NAME.*`) and, under the same
     names for every model, `lr`, `weight_decay`, `epochs`, `steps_per_epoch`, `batch_size`,
     `patch_size` (a curriculum's stages comma-separated), `sampling`, `select`, `schedule.*`, `seed`, `arch.*`."""
+    from expocorr.sampling import curriculum  # torch (the data loaders): not for a baseline's evaluation
+
     common, cfg = settings["common"], settings[name]
     stages = curriculum(common, cfg)
     shared = {

@@ -41,7 +41,6 @@ import numpy as np
 
 from expocorr.errors import UserError
 from expocorr.metrics import niqe as niqe_module
-from expocorr.metrics.inception_score import SPLITS, InceptionScore
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +106,7 @@ class NoReference:
         self._status: dict[str, str] = {}
         self._brisque = None
         self._niqe_model: tuple[np.ndarray, np.ndarray] | None = None
-        self._inception: InceptionScore | None = None
+        self._inception = None  # an InceptionScore when its weights are given
 
         for name, (key, label, why) in _UNIMPLEMENTED.items():
             value = cfg.get(key)
@@ -139,6 +138,8 @@ class NoReference:
 
         path = self._path(cfg, "inception_weights", "inception_score")
         if path is not None:
+            from expocorr.metrics.inception_score import SPLITS, InceptionScore  # torch: only when computed
+
             self._inception = InceptionScore(path, device, param=f"{PREFIX}.inception_weights")
             self._status["inception_score"] = (f"computed: Inception Score of the set ({SPLITS} splits, one "
                                                f"below {SPLITS} images), Inception v3 weights {path}")

@@ -8,7 +8,6 @@ Identical inputs give ``float("inf")``; capping or aggregating that is the calle
 from __future__ import annotations
 
 import numpy as np
-from skimage.metrics import peak_signal_noise_ratio
 
 from expocorr.metrics.ycbcr import rgb_to_y
 
@@ -18,6 +17,8 @@ def psnr(output: np.ndarray, reference: np.ndarray, y_channel: bool = False) -> 
 
     With ``y_channel=True`` both must be H×W×3 RGB and only their BT.601 luma is compared.
     """
+    from skimage.metrics import peak_signal_noise_ratio  # SciPy's stats: loaded on first use, not on import
+
     if output.shape != reference.shape:
         raise ValueError(f"psnr: shapes differ: {output.shape} vs {reference.shape}")
     if y_channel:

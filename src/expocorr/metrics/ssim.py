@@ -13,7 +13,6 @@ and MATLAB's built-in ``ssim`` (7×7 window, replicate padding, an RGB image tre
 from __future__ import annotations
 
 import numpy as np
-from skimage.metrics import structural_similarity
 
 from expocorr.metrics.ycbcr import rgb_to_y
 
@@ -22,6 +21,8 @@ def ssim(output: np.ndarray, reference: np.ndarray, y_channel: bool = False) -> 
     """Mean SSIM between two uint8 RGB (or gray) images of the same shape (Y only with `y_channel`)."""
     if output.shape != reference.shape:
         raise ValueError(f"ssim: shapes differ: {output.shape} vs {reference.shape}")
+    from skimage.metrics import structural_similarity  # SciPy's stats: loaded on first use, not on import
+
     if y_channel:
         output, reference = rgb_to_y(output), rgb_to_y(reference)
     return float(
