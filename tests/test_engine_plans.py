@@ -166,7 +166,9 @@ def test_dvc_exp_run_set_param_changes_only_its_line(tmp_path):
 
 # The keys params-real.yaml sets apart from params.yaml (README "The real-photo recipe").
 REAL_RECIPE = {
-    "data.source": "folder", "render.max_side": 256, "render.realistic.enabled": True,
+    "data.source": "folder", "render.max_side": 256, "render.realistic.enabled": True, "render.realistic.key": 0.18,
+    "train.exponet.arch.upsample": "resize", "train.exponet_double.arch.upsample": "resize",
+    "train.exposure_gan.arch.g_fov": 140,
     "split.fractions.train": 0.8, "split.fractions.val": 0.1, "split.fractions.test": 0.1,
     "train.common.epochs": 10, "train.common.steps_per_epoch": 40, "train.common.patch_size": 256,
     **{f"train.{m}.sampling": "resize" for m in ("exponet", "exponet_double", "msec", "hdr_autoencoder", "exposure_gan")},
