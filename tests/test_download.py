@@ -8,6 +8,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import socket
 import tarfile
 import zipfile
@@ -707,3 +708,21 @@ def test_no_weights_gives_an_empty_listing(repo, make_params):
     download.run(make_params(source="bundled"))
     assert [p.name for p in (repo / "data/downloads/weights").iterdir()] == ["weights.json"]
     assert json.loads((repo / "data/downloads/weights/weights.json").read_text()) == {}
+
+
+def test_weights_named_with_a_hash_prefix_are_checked_against_it(repo, http_server, make_params, no_retries):
+    """Without a sha256, torchvision's file names (vgg16-397923af.pth) carry a sha256 prefix that the download
+    checks as torch.hub does: a match lands; a mismatch is one error naming the URL, and leaves no file."""
+    data = b"weights " * 100
+    prefix = sha256(data)[:8]
+    wrong = f"{(int(prefix, 16) + 1) % 16**8:08x}"
+    for name in (f"vgg16-{prefix}.pth", f"vgg19-{wrong}.pth"):
+        (http_server.root / name).write_bytes(data)
+    download.run(make_params(weights={"vgg16": {"url": http_server.url(f"vgg16-{prefix}.pth"), "sha256": None}}))
+    assert (repo / "data/downloads/weights/vgg16.pth").read_bytes() == data
+    url = http_server.url(f"vgg19-{wrong}.pth")
+    with pytest.raises(download.DownloadError, match=f"^{re.escape(url)}: sha256 {sha256(data)} does not start with "
+                                                     f"{wrong}, the hash prefix of its file name"):
+        download.run(make_params(weights={"vgg19": {"url": url, "sha256": None}}))
+    assert not any("vgg19" in p.name for p in (repo / "data/cache").iterdir())
+    assert sorted(p.name for p in (repo / "data/downloads/weights").iterdir()) == ["vgg16.pth", "weights.json"]

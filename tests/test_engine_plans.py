@@ -87,6 +87,9 @@ def test_stack_source_in_both_engines(tmp_path):
     assert workspace.dvc_planned(dvc) & workspace.DATA_STAGES == workspace.DATA_STAGES
 
 
+PUBLISHED = {name: {"preset": name} for name in ("zerodce-official", "zerodce_pp-official")}  # params-paper.yaml's
+
+
 def snakemake_name(dvc_stage: str) -> str:
     """The Snakemake job that mirrors a DVC stage: evaluate@X and evaluate_baseline@X are rule evaluate_X."""
     for prefix in ("evaluate@", "evaluate_baseline@"):
@@ -108,9 +111,10 @@ def test_dvc_yaml_matches_snakemake_dag(tmp_path):
     The one difference is the report stage: DVC cannot expand a list of files into `deps`, so it
     depends on the metrics/ and models/ folders that hold exactly the files Snakemake lists.
     """
-    repo = workspace.make(tmp_path)
+    repo = workspace.make(tmp_path, lambda p: p.update(pretrained=PUBLISHED))
     plan = workspace.snakemake_plan(repo, "--forceall")
     plan.pop("all")
+    assert {"pretrained@zerodce-official", "evaluate_pretrained@zerodce_pp-official"} <= set(plan)
     stages = {snakemake_name(name): stage for name, stage in workspace.dvc_stages(repo).items()}
     assert set(plan) == set(stages)
     for name, stage in stages.items():
@@ -125,12 +129,14 @@ def test_dvc_yaml_matches_snakemake_dag(tmp_path):
 
 
 def test_dvc_declares_only_the_params_each_stage_reads(tmp_path):
-    stages = workspace.dvc_stages(workspace.make(tmp_path))
+    stages = workspace.dvc_stages(workspace.make(tmp_path, lambda p: p.update(pretrained=PUBLISHED)))
     expected: dict[str, set] = {"download": {"data"}, "render": {"render"}, "split": {"split"},
                                 "render_extra": {"evaluate.extra_sets", "evaluate.unpaired_sets"}}
     models = yaml.safe_load((workspace.REPO / "params.yaml").read_text())["train"]["models"]
     expected |= {f"train@{m}": {"train.common", f"train.{m}"} for m in models}
     expected |= {f"evaluate@{m}": {"evaluate"} for m in models}
+    expected |= {f"pretrained@{name}": {f"pretrained.{name}"} for name in PUBLISHED}
+    expected |= {f"evaluate_pretrained@{name}": {"evaluate"} for name in PUBLISHED}
     baselines = yaml.safe_load((workspace.REPO / "params.yaml").read_text())["evaluate"]["baselines"]
     expected |= {f"evaluate_baseline@{b}": {"evaluate", "render"} for b in baselines}
     expected["report"] = {"report"}

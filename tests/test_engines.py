@@ -19,6 +19,7 @@ from PIL import Image
 
 import workspace
 from expocorr.tables import read_csv
+from test_pretrained import official_file, sha256
 
 
 def e2e_params(params):
@@ -56,7 +57,8 @@ PAIRED = ["exponet", "exponet_double", "msec", "hdr_autoencoder", "exposure_gan"
 def whole_dag(tmp_path_factory):
     """The whole DAG from scratch in two temporary copies, both engines at once: Snakemake with the
     training budget under which every paired model must beat the identity, DVC with a token one (the stage
-    commands are the same; the CPU time of a second real training is what the suite cannot afford). One
+    commands are the same; the CPU time of a second real training is what the suite cannot afford); both
+    with a published checkpoint (`pretrained`: the Zero-DCE preset pointed at a file in the official layout). One
     thread per job: Snakemake gives each training and evaluation all `--cores` (its `threads`) and the
     `gpu=1` resource runs one training at a time, so `--max-threads 1 --resources gpu=2` runs two jobs of one
     thread (idle: 339 s instead of 522 s); DVC runs its stages one by one, with OMP_NUM_THREADS=1. Beside the
@@ -64,7 +66,11 @@ def whole_dag(tmp_path_factory):
     Snakemake's was the suite's last five minutes with the other worker done."""
     snakemake = ["snakemake", "--cores", "2", "--max-threads", "1", "--resources", "gpu=2"]
     plan = {"snakemake": (snakemake, e2e_params), "dvc": (["dvc", "repro"], smoke_params)}
-    repos = {engine: workspace.make(tmp_path_factory.mktemp(engine), edit) for engine, (_, edit) in plan.items()}
+    checkpoint = official_file(tmp_path_factory.mktemp("published") / "Epoch99.pth", "zerodce")
+    published = {"zerodce-official": {"preset": "zerodce-official", "url": checkpoint.as_uri(),
+                                      "sha256": sha256(checkpoint)}}  # the preset, from a mirror of other weights
+    repos = {engine: workspace.make(tmp_path_factory.mktemp(engine), lambda p, edit=edit: (
+        edit(p), p.update(pretrained=published))) for engine, (_, edit) in plan.items()}
     with pytest.MonkeyPatch.context() as mp, ThreadPoolExecutor(len(plan)) as pool:
         mp.setenv("OMP_NUM_THREADS", "1")
         runs = [pool.submit(workspace.run, command, repos[engine], timeout=3600)
@@ -83,8 +89,7 @@ def _metrics(repo):
 def test_whole_dag_end_to_end(whole_dag, engine):
     """download → … → report: every method scored and in the report, and a rerun plans nothing."""
     repo = whole_dag[engine]
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    methods = params["train"]["models"] + params["evaluate"]["baselines"]
+    _, methods = _methods(repo)
     if engine == "snakemake":
         assert "Nothing to be done" in workspace.run(["snakemake", "-n", "--cores", "1"], repo).stdout
     else:
@@ -115,6 +120,25 @@ def test_every_learned_paired_model_beats_the_identity(whole_dag):
     for model in PAIRED:
         assert psnr[model] > psnr["identity"] - 1.0, \
             f"{model} ({psnr[model]:.2f} dB) is far below the identity ({psnr['identity']:.2f} dB) on the test split"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["snakemake", "dvc"])
+def test_published_checkpoint_is_scored_beside_the_retrained_model(whole_dag, engine):
+    """`pretrained.zerodce-official` is converted, evaluated and reported as kind `pretrained` beside the
+    retrained `zerodce`, with its own MLflow run tagged with the file it came from."""
+    repo = whole_dag[engine]
+    source = yaml.safe_load((repo / "params.yaml").read_text())["pretrained"]["zerodce-official"]["url"]
+    board = {row["method"]: row for row in json.loads((repo / "reports/leaderboard.json").read_text())}
+    assert (board["zerodce-official"]["kind"], board["zerodce"]["kind"]) == ("pretrained", "model")
+    assert board["zerodce-official"]["n_parameters"] == board["zerodce"]["n_parameters"] == 79_416
+    script = ("import json, mlflow\nmlflow.set_tracking_uri('sqlite:///mlflow.db')\n"
+              "runs = mlflow.search_runs(search_all_experiments=True, output_format='list')\n"
+              "print(json.dumps([r.data.tags | {'psnr': r.data.metrics.get('test_psnr')} for r in runs]))")
+    runs = [r for r in json.loads(workspace.run([sys.executable, "-c", script], repo).stdout)
+            if r.get("model") == "zerodce-official"]
+    assert len(runs) == 1 and runs[0]["kind"] == "pretrained" and runs[0]["source_url"] == source
+    assert runs[0]["psnr"] == pytest.approx(_metrics(repo)["zerodce-official"]["overall"]["psnr"])
 
 
 @pytest.mark.slow
@@ -193,8 +217,10 @@ def _with_script(page: Path, out: Path, script: str) -> Path:
 
 
 def _methods(repo: Path) -> tuple[list[str], list[str]]:
+    """(the trained models, every method: models, published checkpoints, baselines)."""
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    return params["train"]["models"], params["train"]["models"] + params["evaluate"]["baselines"]
+    models = params["train"]["models"]
+    return models, models + list(params["pretrained"]) + params["evaluate"]["baselines"]
 
 
 @pytest.mark.slow

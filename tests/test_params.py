@@ -227,7 +227,7 @@ def test_paper_params_are_a_complete_valid_params_file():
     paper = params.load(REPO / "params-paper.yaml")
 
     def keys(node, prefix=""):
-        if not isinstance(node, dict) or prefix.endswith((".arch", ".weights", ".schedule")):
+        if not isinstance(node, dict) or prefix == "pretrained" or prefix.endswith((".arch", ".weights", ".schedule")):
             return {prefix}
         return {k for key, value in node.items() for k in keys(value, f"{prefix}.{key}" if prefix else key)}
 

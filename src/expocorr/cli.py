@@ -22,6 +22,8 @@ STAGES = {
     "render-extra": ("expocorr.render_extra", "render the real bracketed scenes of evaluate.extra_sets into "
                      "data/extra/"),
     "train": ("expocorr.train", "train one model (--model NAME) into models/NAME/"),
+    "pretrained": ("expocorr.pretrained", "fetch and convert a published checkpoint (--name NAME of pretrained) "
+                   "into models/NAME/model.pt"),
     "evaluate": ("expocorr.evaluate", "evaluate one method (--method NAME) on the test split into metrics/"),
     "report": ("expocorr.report", "build reports/report.{md,html}, figures/ and leaderboard.json from metrics/"),
 }
@@ -37,8 +39,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--log", metavar="FILE", help="also write the log to FILE")
         if name == "train":
             p.add_argument("--model", required=True, help="a name from train.models")
+        if name == "pretrained":
+            p.add_argument("--name", required=True, help="a name from pretrained")
         if name == "evaluate":
-            p.add_argument("--method", required=True, help="a trained model or a baseline")
+            p.add_argument("--method", required=True, help="a trained model, a published checkpoint or a baseline")
     # Not a pipeline stage (no --params): correct your own photos with a trained model or a baseline.
     correct = importlib.import_module("expocorr.correct")
     p = sub.add_parser("correct", help=CORRECT_HELP, description=correct.__doc__,
@@ -71,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             stage.run(loaded, args.model)
         elif args.stage == "evaluate":
             stage.run(loaded, args.method)
+        elif args.stage == "pretrained":
+            stage.run(loaded, args.name)
         else:
             stage.run(loaded)
     except (UserError, OSError) as exc:  # bad input, a missing file, a full disk: one line, no traceback

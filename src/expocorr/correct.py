@@ -1,6 +1,7 @@
 """`expocorr correct`: correct people's own photos at full resolution with a trained model or a baseline.
 
-    expocorr correct PHOTO_OR_FOLDER... [--model NAME|PATH] [-o OUTDIR] [--suffix _corrected]
+    expocorr correct PHOTO_OR_FOLDER... [--model NAME|PATH] [--checkpoint-format auto|expocorr|official]
+                     [-o OUTDIR] [--suffix _corrected]
                      [--format same|jpg|png|tif] [--quality 95] [--device auto] [--overwrite]
                      [--params params.yaml]
 
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 METRICS = Path("metrics")
 # What a baseline learns about a user's photo: nothing of a synthesis (no EV); sRGB-encoded files.
 PHOTO_CTX = {"ev": None, "render": {"curve": "srgb", "gamma": 2.2, "tau": 1.0}}
+LEARNED = ("model", "pretrained")  # trained by the pipeline, or a published checkpoint (the pretrained stage)
 NOT_CORRECTORS = {"identity"}  # never the default: it changes nothing
 DEFAULT_MAX_MEGAPIXELS = 100.0  # correct.max_megapixels of params.yaml, used where there is no params file
 MANIFEST = ".expocorr-correct.json"  # in each output folder: output name -> sha256 of the bytes written
@@ -47,9 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `correct` subcommand's options."""
     parser.add_argument("inputs", nargs="+", metavar="PHOTO_OR_FOLDER", help="photos and folders (searched recursively)")
     parser.add_argument("--model", default=None,
-                        help="a trained model (name in models/ or a model.pt path) or a baseline; default: the best "
-                             "trained model on the leaderboard (metrics/*.json), on its real-error column "
-                             "(evaluate.extra_sets) when it has one")
+                        help="a trained model (name in models/ or a model.pt path; an authors' official checkpoint "
+                             "file too, e.g. Zero-DCE's Epoch99.pth) or a baseline; default: the best learned model "
+                             "on the leaderboard (metrics/*.json), on its real-error column (evaluate.extra_sets) "
+                             "when it has one")
+    parser.add_argument("--checkpoint-format", default="auto", choices=["auto", "expocorr", "official"],
+                        help="how to read a --model file: expocorr's model file, an authors' official state_dict "
+                             "(zerodce, zerodce_pp), or auto: told apart by its keys (default)")
     parser.add_argument("-o", "--outdir", default=None,
                         help="write here (a folder's sub-folders are kept); default: next to each photo")
     parser.add_argument("--suffix", default="_corrected", help="added to each output's name (default: _corrected)")
@@ -108,8 +114,8 @@ def best_method(metrics: Path = METRICS) -> tuple[str, str]:
 
     entries = _leaderboard(metrics)
     learned = [(name, data) for name, data in entries
-               if data.get("kind") == "model" and methods.model_path(name).exists()]
-    baselines = [(name, data) for name, data in entries if data.get("kind") != "model" and not data.get("oracle")
+               if data.get("kind") in LEARNED and methods.model_path(name).exists()]
+    baselines = [(name, data) for name, data in entries if data.get("kind") not in LEARNED and not data.get("oracle")
                  and name not in NOT_CORRECTORS and not (name in BASELINES and BASELINES[name].needs_stack)]
     sets = [key for _, data in learned for key in (data.get("extra") or {})]
     column = next((key for key in sets if any(math.isfinite(_psnr(d, key)) for _, d in learned)), None)
@@ -127,8 +133,9 @@ def best_method(metrics: Path = METRICS) -> tuple[str, str]:
     return name, f"best learned model {where} ({psnr:.1f} dB PSNR{rival})"
 
 
-def load_corrector(spec: str | None, device, metrics: Path = METRICS):
-    """The `methods.Method` for --model `spec` (None: the best on the leaderboard in `metrics`)."""
+def load_corrector(spec: str | None, device, metrics: Path = METRICS, checkpoint_format: str = "auto"):
+    """The `methods.Method` for --model `spec` (None: the best on the leaderboard in `metrics`); a file is
+    read as `checkpoint_format` (`inference.load_model`)."""
     from expocorr import methods
     from expocorr.baselines import BASELINES
 
@@ -139,7 +146,7 @@ def load_corrector(spec: str | None, device, metrics: Path = METRICS):
     if spec.endswith(".pt") or (path.is_file() and spec not in BASELINES):
         if not path.is_file():
             raise CorrectError(f"--model {spec!r}: no such model file")
-        return methods.load_method(path.parent.name, device, path=path)
+        return methods.load_method(path.parent.name, device, path=path, checkpoint_format=checkpoint_format)
     if spec in BASELINES:
         baseline = BASELINES[spec]
         if baseline.oracle:
@@ -248,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
     if not photos:
         raise CorrectError("no photos found (JPEG, PNG, TIFF or camera raw) in " + ", ".join(map(quoted, args.inputs)))
     device = inference.pick_device(args.device)
-    corrector = load_corrector(args.model, device)
+    corrector = load_corrector(args.model, device, checkpoint_format=args.checkpoint_format)
     inputs = {p.resolve() for p, _ in photos}
     outputs: dict[Path, Path] = {}  # output -> the photo it was written for, in this run
     manifests: dict[Path, dict[str, str]] = {}  # output folder -> its manifest

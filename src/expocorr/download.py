@@ -50,6 +50,7 @@ BUNDLED = [
     ("flower", "sklearn", "datasets/images/flower.jpg"),
 ]
 DOWNLOAD_RETRIES = 2
+HUB_HASH = re.compile(r"-([a-f0-9]{8,})\.")  # torch.hub.HASH_REGEX: NAME-<sha256 prefix>.EXT
 
 
 class DownloadError(UserError, RuntimeError):
@@ -238,13 +239,29 @@ def _collect_archives(archives: dict[str, dict], dest: Path, params: dict) -> tu
     return rows, skipped
 
 
+def check_hub_prefix(url: str, path: Path) -> None:
+    """torch.hub's check for a file named NAME-<sha256 prefix>.EXT (torchvision's weights): its sha256 must
+    start with that prefix; otherwise the file is removed and the error names the URL."""
+    match = HUB_HASH.search(Path(urlparse(url).path).name)
+    if match is None:
+        return
+    digest = pooch.file_hash(str(path))
+    if not digest.startswith(match[1]):
+        path.unlink()
+        raise DownloadError(f"{url}: sha256 {digest} does not start with {match[1]}, the hash prefix of its file name "
+                            "(torch.hub's check); the file is removed")
+
+
 def fetch_weights(weights: dict[str, dict], cache_dir: str) -> None:
     """Fetch each `data.weights` entry (e.g. torchvision VGG checkpoints) to data/downloads/weights/NAME.pth,
-    listed with its URL and sha256 in data/downloads/weights/weights.json (written even when empty)."""
+    listed with its URL and sha256 in data/downloads/weights/weights.json (written even when empty). Without
+    a sha256, a file name carrying a hash prefix (torchvision's vgg16-397923af.pth) is checked against it."""
     listing = {}
     with atomic_dir(WEIGHTS) as tmp:
         for name, spec in weights.items():
             path = fetch(spec["url"], spec["sha256"], cache_dir)
+            if not spec["sha256"]:
+                check_hub_prefix(spec["url"], path)
             shutil.copyfile(path, tmp / f"{name}.pth")
             listing[name] = {"path": (WEIGHTS / f"{name}.pth").as_posix(), "url": spec["url"],
                              "sha256": pooch.file_hash(str(path))}

@@ -396,7 +396,8 @@ def _log_to_mlflow(params: dict, method: str, corrector: methods.Method) -> None
     test_under_psnr, ...), and it and its details file (under details/) as artifacts. A model's run is
     a child of its training run, which keeps its end time (or, when that run is not in this store's
     experiment or logged another model file, a new run, with a warning); a baseline's is a run of its
-    own in `<experiment>-baselines`."""
+    own in `<experiment>-baselines`; a published checkpoint's, a run of its own in the experiment, tagged
+    with its source URL and format."""
     files = outputs(method)
     digests = tracking.split_digests()
     tags = {"kind": corrector.kind, "model": method, "stage": "evaluate",
@@ -411,6 +412,14 @@ def _log_to_mlflow(params: dict, method: str, corrector: methods.Method) -> None
         parent, recorded = _training_run(method, experiment_id, tags["model_sha256"])
         if parent is None and recorded:
             tags["training_run"] = recorded
+        name = f"{method}:evaluate"
+    elif corrector.kind == "pretrained":  # a published checkpoint: its own run, tagged with where it came from
+        experiment_id = tracking.setup(params)
+        model_file = methods.model_path(method)
+        source = corrector.settings.get("pretrained", {}).get(method, {})
+        tags.update(model_file=model_file.as_posix(), model_sha256=tracking.file_sha256(model_file),
+                    source_url=str(source.get("url")), source_format=str(source.get("format")))
+        logged.update(tracking.flatten(source, f"pretrained.{method}."))
         name = f"{method}:evaluate"
     else:
         experiment_id = tracking.setup(params, tracking.baselines_experiment(params))

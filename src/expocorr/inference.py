@@ -121,12 +121,16 @@ def non_finite_weights(module: nn.Module) -> tuple[int, str | None]:
     return count, first
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu",
-               expected: str | None = None) -> tuple[nn.Module, dict]:
-    """Build and load a model file written by the train stage; returns (model in eval mode, checkpoint).
+def load_model(path: str | Path, device: torch.device | str = "cpu", expected: str | None = None,
+               checkpoint_format: str = "auto") -> tuple[nn.Module, dict]:
+    """Build and load a model file; returns (model in eval mode, checkpoint).
 
-    Refused, naming the file: pickled objects, a file recording another model than `expected`, and
-    non-finite (NaN or infinite) weights."""
+    `checkpoint_format`: ``expocorr`` (written by the train or pretrained stage), ``official`` (an
+    authors' state_dict, e.g. Zero-DCE's Epoch99.pth: `pretrained.from_official`), or ``auto`` (either,
+    told apart by the keys). Refused, naming the file: pickled objects, a layout that is neither, a file
+    recording another model than `expected`, and non-finite (NaN or infinite) weights."""
+    from expocorr import pretrained
+
     path = Path(path)
     name = repr(str(path))
     try:
@@ -140,11 +144,24 @@ def load_model(path: str | Path, device: torch.device | str = "cpu",
         else:
             reason = "corrupt or not a PyTorch file"
         raise MethodError(f"{name}: not a loadable expocorr model file: {reason}") from None
-    if not isinstance(checkpoint, dict) or not {"model", "arch", "state_dict"} <= checkpoint.keys():
+    ours = isinstance(checkpoint, dict) and {"model", "arch", "state_dict"} <= checkpoint.keys()
+    if checkpoint_format == "official" or (checkpoint_format == "auto" and not ours):
+        try:
+            checkpoint = pretrained.from_official(checkpoint, name)
+        except pretrained.PretrainedError as exc:
+            ours_too = "" if checkpoint_format == "official" else "not an expocorr model file (model, arch, state_dict); "
+            raise MethodError(f"{name}: {ours_too}{str(exc).removeprefix(name + ': ')}") from None
+    elif not ours:
         raise MethodError(f"{name}: not an expocorr model file (needs model, arch and state_dict)")
     if expected is not None and checkpoint["model"] != expected:
         raise MethodError(f"{name}: records model {checkpoint['model']!r}, not {expected!r} as asked; refused "
                           f"(a {checkpoint['model']} file in the place of a {expected} one?)")
+    return model_from(checkpoint, name).to(device), checkpoint
+
+
+def model_from(checkpoint: dict, name: str = "checkpoint") -> nn.Module:
+    """The model of `checkpoint` (model, arch, state_dict) in eval mode on the CPU, its denormal weights
+    flushed to zero; refused, naming `name`, when the weights do not fit or are not finite."""
     try:
         model = models.build(checkpoint["model"], checkpoint["arch"])
         model.load_state_dict(checkpoint["state_dict"])
@@ -158,7 +175,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu",
     if flushed:
         log.info("%s: flushed %d denormal weights to zero", name, flushed)
     torch.set_flush_denormal(True)
-    return model.to(device).eval(), checkpoint
+    return model.eval()
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -318,10 +335,15 @@ def run_model(model: nn.Module, rgb: np.ndarray, device: torch.device, strategy:
     return _forward(model, rgb, device)
 
 
-def load_model_method(name: str, device: torch.device | str = "cpu", path: str | Path | None = None) -> Method:
-    """A trained model as a `Method`: `models/NAME/model.pt`, or the file `path` (`methods.load_method`)."""
+def load_model_method(name: str, device: torch.device | str = "cpu", path: str | Path | None = None,
+                      checkpoint_format: str = "auto") -> Method:
+    """A model as a `Method`: `models/NAME/model.pt`, or the file `path` (`methods.load_method`); kind
+    ``pretrained`` for a published checkpoint (the pretrained stage's file, or an authors' file)."""
     device = torch.device(device)
     file = Path(path or model_path(name))
-    model, checkpoint = load_model(file, device, expected=name if name in models.MODELS else None)
-    return Method(checkpoint["model"], "model", lambda rgb, ctx: run_model(model, rgb, device),
-                  n_parameters=parameter_count(model), settings=checkpoint["params"], source=repr(str(file)))
+    model, checkpoint = load_model(file, device, name if name in models.MODELS else None, checkpoint_format)
+    published = (checkpoint.get("metadata") or {}).get("pretrained")
+    kind = "pretrained" if published else "model"
+    label = (published or {}).get("name") or (name if path is None else checkpoint["model"])
+    return Method(label, kind, lambda rgb, ctx: run_model(model, rgb, device), n_parameters=parameter_count(model),
+                  settings=checkpoint.get("params", {}), source=repr(str(file)))

@@ -79,11 +79,12 @@ class Method:
         return np.clip(out, 0.0, 1.0, out=out)  # in place: no second full-resolution copy
 
 
-def load_method(name: str, device="cpu", path: str | Path | None = None) -> Method:
-    """A registered baseline, or a trained model (`models/NAME/model.pt`, or the file `path`), by name.
+def load_method(name: str, device="cpu", path: str | Path | None = None, checkpoint_format: str = "auto") -> Method:
+    """A registered baseline, or a model by name (`models/NAME/model.pt`: trained, or a published checkpoint
+    of the pretrained stage), or the model file `path` (expocorr's, or an authors' official checkpoint).
 
     The model file must record model `name` (`inference.load_model`); for a `path` outside the train
-    stage's layout (a folder not named after a model), `name` is not checked.
+    stage's layout (a folder not named after a model), and for a published checkpoint, `name` is not checked.
     """
     from expocorr.baselines import BASELINES
 
@@ -93,7 +94,8 @@ def load_method(name: str, device="cpu", path: str | Path | None = None) -> Meth
                       oracle=baseline.oracle)
     from expocorr import inference, models  # torch: only for a model
 
-    if path is None and name not in models.MODELS:
+    if path is None and name not in models.MODELS and not model_path(name).exists():
         known = sorted(models.MODELS) + sorted(BASELINES)
-        raise MethodError(f"unknown method {name!r}; known: {', '.join(known)}")
-    return inference.load_model_method(name, device, path)
+        raise MethodError(f"unknown method {name!r}; known: {', '.join(known)} (and the published checkpoints "
+                          f"with a {MODELS_DIR}/NAME/model.pt: the pretrained stage writes them)")
+    return inference.load_model_method(name, device, path, checkpoint_format)

@@ -107,9 +107,16 @@ def _non_finite(node, path: str = "") -> str | None:
 
 
 def _check_semantics(params: dict, source: str) -> None:
+    from expocorr import pretrained
+
     bad = _non_finite(params)
     if bad:
         raise ParamsError(f"{source}: {bad}: must be a finite number")
+    for name, entry in params["pretrained"].items():
+        try:
+            pretrained.resolve(name, entry)
+        except pretrained.PretrainedError as exc:
+            raise ParamsError(f"{source}: {exc}") from None
     data = params["data"]
     if data["source"] in ("folder", "raw") and not data["folder"]:
         raise ParamsError(f"{source}: data.folder: required when data.source is {data['source']!r}")

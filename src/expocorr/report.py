@@ -50,6 +50,7 @@ LATENCY = Path("reports/bench/infer_latency.json")
 OUT = Path("reports")
 FIGURES = OUT / "figures"
 
+LEARNED = ("model", "pretrained")  # kinds of learned methods: trained here, or a published checkpoint
 NOT_COMPUTED = "not computed"
 NO_VALUE = "—"
 SCORES = ("psnr", "ssim", "delta_e2000")
@@ -195,7 +196,7 @@ def load_methods(folder: Path = METRICS) -> list[Method]:
         name = str(data.get("method") or path.stem)
         if name in methods:
             raise ReportError(f"{path}: method {name!r} is also in {methods[name].source}")
-        kind = data.get("kind") if data.get("kind") in ("model", "baseline") else "baseline"
+        kind = data.get("kind") if data.get("kind") in (*LEARNED, "baseline") else "baseline"
         method = Method(name, kind, bool(data.get("oracle")), data, path)
         table = folder / f"{path.stem}_per_image.csv"
         if table.exists():
@@ -293,7 +294,7 @@ def leaderboard(methods: list[Method], latency: dict[str, dict], ranked: bool = 
             "rank": rank if ranked else None, "method": m.name, "kind": m.kind, "oracle": m.oracle,
             **{key: m.score(key) for key in (*SCORES, *HIST)},
             "n_parameters": (int(n_parameters) if number(n_parameters) is not None else NOT_COMPUTED)
-            if m.kind == "model" else None,
+            if m.kind in LEARNED else None,
             "seconds_per_megapixel": seconds, "seconds_per_megapixel_source": source,
             "n_images": m.data.get("n_images"), "headline_reference": m.data.get("headline_reference"),
             **({"extra": {name: {key: m.score(key, m.extra.get(name, {})) for key in SCORES} for name in sets}}
@@ -624,9 +625,9 @@ def grid_rows(chosen: list[Method], max_examples: int) -> list[PhotoRow]:
 def worst_rows(methods: list[Method], chosen: list[Method]) -> list[tuple[Method, PhotoRow]]:
     """Each model's worst test pair by PSNR, then each grid baseline's: input, its output, reference."""
     rows = []
-    for m in sorted(methods, key=lambda m: m.kind != "model"):  # leaderboard order within each kind
+    for m in sorted(methods, key=lambda m: m.kind not in LEARNED):  # leaderboard order within each kind
         w = m.worst
-        if w is None or (m.kind != "model" and m not in chosen):
+        if w is None or (m.kind not in LEARNED and m not in chosen):
             continue
         label = f"{m.name}\n{w.get('scene')}\nEV {ev_label(_ev_key(w['ev']))}"
         rows.append((m, PhotoRow(label, [Cell(w.get("input")), Cell(w.get("output"), number(w.get("psnr"))),

@@ -22,12 +22,14 @@ workflow.configfiles.append("params.yaml")  # listed in `snakemake --report` as 
 
 SPLITS = ["train", "val", "test"]
 MODELS = config["train"]["models"]
+PRETRAINED = list(config["pretrained"])
 BASELINES = config["evaluate"]["baselines"]
-METHODS = MODELS + BASELINES
+METHODS = MODELS + PRETRAINED + BASELINES
 
 
 wildcard_constraints:
     model="|".join(MODELS) or "NO_MODEL",
+    name="|".join(PRETRAINED) or "NO_PRETRAINED",
 
 
 # Threads of the jobs that use the whole machine (train, evaluate_<method>): --cores, as DVC gives each

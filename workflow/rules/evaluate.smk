@@ -3,6 +3,7 @@
 # evaluate.baselines (which also read render.* : the oracle inverts the synthesis). Every one reads the
 # metrics code, the downloaded network weights (the Inception Score's, when evaluate.noref names them) and
 # the extra test sets of evaluate.extra_sets and evaluate.unpaired_sets (data/extra, written by render_extra).
+# The published checkpoints of `pretrained`: one rule, `evaluate_pretrained` (the `name` wildcard), as a model.
 
 for _method, _depends, _params, _subcategory in [
     (m, f"models/{m}/model.pt", ["evaluate"], "Models") for m in MODELS
@@ -39,3 +40,30 @@ for _method, _depends, _params, _subcategory in [
             # The shell string is formatted when the job runs, after the loop has moved on: take the
             # method from params (bound now), not from the loop variable.
             "expocorr evaluate --method {params.method} --params params.yaml --log {log}"
+
+
+rule evaluate_pretrained:
+    input:
+        "data/splits/test.csv",
+        "data/rendered/images",
+        "data/extra",
+        "src/expocorr/evaluate.py",
+        "src/expocorr/metrics",
+        "data/downloads/weights",
+        "models/{name}/model.pt",
+    output:
+        json=report("metrics/{name}.json", caption="../report/metrics.rst", category="Metrics",
+                    subcategory="Published checkpoints", labels={"method": "{name}", "table": "summary (JSON)"}),
+        per_image=report("metrics/{name}_per_image.csv", caption="../report/per_image.rst", category="Metrics",
+                         subcategory="Published checkpoints", labels={"method": "{name}", "table": "per image (CSV)"}),
+        details="metrics/details/{name}.json",
+        extra="metrics/details/{name}_extra.csv",
+        unpaired="metrics/details/{name}_unpaired.csv",
+        results=directory("results/{name}"),
+    params:
+        evaluate=config["evaluate"],
+    log:
+        "logs/evaluate_{name}.log",
+    threads: ALL_CORES
+    shell:
+        "expocorr evaluate --method {wildcards.name} --params params.yaml --log {log}"

@@ -1,4 +1,5 @@
-# Train stage: one job per model in train.models (the `model` wildcard).
+# Train stage: one job per model in train.models (the `model` wildcard); pretrained: one job per published
+# checkpoint in pretrained (the `name` wildcard), converted into the same model file.
 
 
 rule train:
@@ -26,3 +27,17 @@ rule train:
         gpu=config["train"]["common"]["gpus"],
     shell:
         "expocorr train --model {wildcards.model} --params params.yaml --log {log}"
+
+
+rule pretrained:
+    input:
+        "src/expocorr/pretrained.py",
+    output:
+        model="models/{name}/model.pt",
+    params:
+        checkpoint=lambda wildcards: config["pretrained"][wildcards.name],
+    log:
+        "logs/pretrained_{name}.log",
+    threads: 1
+    shell:
+        "expocorr pretrained --name {wildcards.name} --params params.yaml --log {log}"
