@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import re
 
+import bracketed
 import pytest
 import skimage.data
+import workspace
 import yaml
 from PIL import Image
 
-import bracketed
-import workspace
 from expocorr.tables import read_csv
 
 
@@ -97,7 +97,7 @@ def snakemake_name(dvc_stage: str) -> str:
 
 def covers(directories: set[str], files: set[str]) -> bool:
     """Every file lies in one of the directories, and every directory holds one of the files."""
-    inside = lambda f, d: f == d or f.startswith(d.rstrip("/") + "/")  # noqa: E731
+    inside = lambda f, d: f == d or f.startswith(d.rstrip("/") + "/")
     return all(any(inside(f, d) for d in directories) for f in files) and all(
         any(inside(f, d) for f in files) for d in directories)
 
@@ -129,7 +129,7 @@ def test_dvc_declares_only_the_params_each_stage_reads(tmp_path):
     expected: dict[str, set] = {"download": {"data"}, "render": {"render"}, "split": {"split"},
                                 "render_extra": {"evaluate.extra_sets", "evaluate.unpaired_sets"}}
     models = yaml.safe_load((workspace.REPO / "params.yaml").read_text())["train"]["models"]
-    expected |= {f"train@{m}": {"train.common", f"train.{m}"} for m in models}
+    expected |= {f"train@{m}": {"train.common", "train.plugins", f"train.{m}"} for m in models}
     expected |= {f"evaluate@{m}": {"evaluate"} for m in models}
     baselines = yaml.safe_load((workspace.REPO / "params.yaml").read_text())["evaluate"]["baselines"]
     expected |= {f"evaluate_baseline@{b}": {"evaluate", "render"} for b in baselines}
