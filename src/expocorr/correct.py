@@ -61,12 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="allow an output to replace an existing file: an input, or a file this command did "
                              "not write (default: only its own unchanged earlier outputs are replaced)")
     parser.add_argument("--params", default=None,
-                        help="params file for correct.max_megapixels (default: params.yaml when the current folder "
+                        help="params file for correct.max_megapixels and train.plugins (the plugin models' "
+                             "modules) (default: params.yaml when the current folder "
                              f"has one, else {DEFAULT_MAX_MEGAPIXELS:g})")
 
 
 def max_megapixels(params_file: str | None) -> float:
-    """`correct.max_megapixels` of `params_file` (None: ./params.yaml if present, else the default)."""
+    """`correct.max_megapixels` of `params_file` (None: ./params.yaml if present, else the default); loading
+    it imports the plugin models of its train.plugins."""
     from expocorr import params
 
     if params_file is None and not Path("params.yaml").is_file():
@@ -236,7 +238,13 @@ def run(args: argparse.Namespace) -> int:
     """Correct every photo named by `args`; 0 when all were written, 1 when any failed."""
     from expocorr import inference
     from expocorr.atomic import write_bytes, write_text
-    from expocorr.photo_io import encode_photo, max_file_bytes, output_format, quoted, read_photo
+    from expocorr.photo_io import (
+        encode_photo,
+        max_file_bytes,
+        output_format,
+        quoted,
+        read_photo,
+    )
 
     if not 1 <= args.quality <= 100:
         raise CorrectError(f"--quality {args.quality}: must be 1..100")
