@@ -52,11 +52,15 @@ def with_plugin(p: dict, models: list[str] | None = None) -> dict:
 
 @pytest.fixture
 def unregister():
-    """Forget the plugin model, its module and the entry points after the test (the registry is global)."""
+    """Forget the models registered, the plugin modules imported and the entry points loaded during the test
+    (the registry is global)."""
+    models, schemas = dict(MODELS), dict(ARCH_SCHEMAS)
     yield
-    MODELS.pop(PLUGIN, None)
-    ARCH_SCHEMAS.pop(PLUGIN, None)
-    sys.modules.pop(PLUGIN, None)
+    for registry, before in ((MODELS, models), (ARCH_SCHEMAS, schemas)):
+        registry.clear()
+        registry.update(before)
+    for module in (PLUGIN, "bad_plugin"):
+        sys.modules.pop(module, None)
     plugins.load_entry_points.cache_clear()
 
 
@@ -112,6 +116,22 @@ def test_plugin_registering_a_taken_name_is_refused(p, tmp_path, monkeypatch):
     assert MODELS["zerodce"].__module__ == "expocorr.models.zerodce"
 
 
+@pytest.mark.parametrize("name, arch_schema, message", [
+    ("Tiny-Gain", None, r"model 'Tiny-Gain' \(registered by bad_plugin\): a model name is 1-40 lower-case letters"),
+    ("identity", None, r"model 'identity' \(registered by bad_plugin\): 'identity' is taken"),
+    ("plugins", None, r"model 'plugins' \(registered by bad_plugin\): 'plugins' is taken"),
+    ("odd_arch", {"type": "integr"}, r"model 'odd_arch' \(registered by bad_plugin\): arch_schema is not a valid JSON"),
+], ids=["name", "baseline", "train-key", "arch-schema"])
+def test_unusable_plugin_models_are_refused(p, tmp_path, monkeypatch, unregister, name, arch_schema, message):
+    (tmp_path / "bad_plugin.py").write_text(
+        f"from torch import nn\nfrom expocorr.models import register\n\n\n@register({name!r}, arch_schema={arch_schema!r})\n"
+        "class M(nn.Module):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    p["train"]["plugins"] = ["bad_plugin"]
+    with pytest.raises(params.ParamsError, match=r"^params\.yaml: " + message):
+        params.validate(p)
+
+
 def test_entry_point_registers_the_model_without_train_plugins(p, tmp_path, monkeypatch, unregister):
     """An installed distribution's `expocorr.models` entry point (here a dist-info folder on sys.path, as pip
     would write it) registers the model for validation and for loading it by name (evaluate, correct)."""
@@ -133,8 +153,8 @@ def test_entry_point_registers_the_model_without_train_plugins(p, tmp_path, monk
 @pytest.mark.slow
 def test_plugin_model_through_both_engines(tmp_path, monkeypatch):
     """The README's plugin on PYTHONPATH, train.models [tiny_gain] and the identity: `snakemake --cores 2` and
-    `dvc repro` in two copies train (1 epoch of 5 steps), evaluate and report it; nothing is left to run;
-    `expocorr correct --model tiny_gain` corrects a photo with it."""
+    `dvc repro` in two copies train (1 epoch of 5 steps), evaluate and report it; nothing is left to run, and a
+    train.plugins change plans its training again; `expocorr correct --model tiny_gain` corrects a photo with it."""
     from test_engines import smoke_params
 
     def edit(q):
@@ -160,6 +180,11 @@ def test_plugin_model_through_both_engines(tmp_path, monkeypatch):
         assert PLUGIN in (repo / "reports/report.html").read_text(), engine
     assert "Nothing to be done" in workspace.run(["snakemake", "-n", "--cores", "1"], repos["snakemake"]).stdout
     assert workspace.dvc_planned(repos["dvc"]) == set()
+    (tmp_path / "plugins" / "more_models.py").write_text('"""A plugin module registering nothing yet."""\n')
+    for repo in repos.values():  # another plugin module may re-register a name: every training reruns
+        workspace.edit_params(repo, workspace.setter("train.plugins", [PLUGIN, "more_models"]))
+    assert set(workspace.snakemake_plan(repos["snakemake"])) == {f"train@{PLUGIN}", f"evaluate_{PLUGIN}", "report", "all"}
+    assert workspace.dvc_planned(repos["dvc"]) == {f"train@{PLUGIN}", f"evaluate@{PLUGIN}", "report"}
 
     repo = repos["snakemake"]
     photo = min((repo / "data/rendered/images").rglob("*.png"))
