@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import re
 
-import bracketed
 import pytest
 import skimage.data
-import workspace
 import yaml
 from PIL import Image
 
+import bracketed
+import workspace
 from expocorr.tables import read_csv
 
 
@@ -97,7 +97,7 @@ def snakemake_name(dvc_stage: str) -> str:
 
 def covers(directories: set[str], files: set[str]) -> bool:
     """Every file lies in one of the directories, and every directory holds one of the files."""
-    inside = lambda f, d: f == d or f.startswith(d.rstrip("/") + "/")
+    inside = lambda f, d: f == d or f.startswith(d.rstrip("/") + "/")  # noqa: E731
     return all(any(inside(f, d) for d in directories) for f in files) and all(
         any(inside(f, d) for f in files) for d in directories)
 

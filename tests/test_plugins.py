@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import workspace
 import yaml
 
+import workspace
 from expocorr import methods, params, plugins
 from expocorr.models.registry import ARCH_SCHEMAS, MODELS
 from expocorr.tables import read_csv

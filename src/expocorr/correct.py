@@ -238,13 +238,7 @@ def run(args: argparse.Namespace) -> int:
     """Correct every photo named by `args`; 0 when all were written, 1 when any failed."""
     from expocorr import inference
     from expocorr.atomic import write_bytes, write_text
-    from expocorr.photo_io import (
-        encode_photo,
-        max_file_bytes,
-        output_format,
-        quoted,
-        read_photo,
-    )
+    from expocorr.photo_io import encode_photo, max_file_bytes, output_format, quoted, read_photo
 
     if not 1 <= args.quality <= 100:
         raise CorrectError(f"--quality {args.quality}: must be 1..100")
