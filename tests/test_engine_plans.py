@@ -133,7 +133,7 @@ def test_dvc_declares_only_the_params_each_stage_reads(tmp_path):
     expected: dict[str, set] = {"download": {"data"}, "render": {"render"}, "split": {"split"},
                                 "render_extra": {"evaluate.extra_sets", "evaluate.unpaired_sets"}}
     models = yaml.safe_load((workspace.REPO / "params.yaml").read_text())["train"]["models"]
-    expected |= {f"train@{m}": {"train.common", f"train.{m}"} for m in models}
+    expected |= {f"train@{m}": {"train.common", "train.plugins", f"train.{m}"} for m in models}
     expected |= {f"evaluate@{m}": {"evaluate"} for m in models}
     expected |= {f"pretrained@{name}": {f"pretrained.{name}"} for name in PUBLISHED}
     expected |= {f"evaluate_pretrained@{name}": {"evaluate"} for name in PUBLISHED}

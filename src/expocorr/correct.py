@@ -67,12 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="allow an output to replace an existing file: an input, or a file this command did "
                              "not write (default: only its own unchanged earlier outputs are replaced)")
     parser.add_argument("--params", default=None,
-                        help="params file for correct.max_megapixels (default: params.yaml when the current folder "
+                        help="params file for correct.max_megapixels and train.plugins (the plugin models' "
+                             "modules) (default: params.yaml when the current folder "
                              f"has one, else {DEFAULT_MAX_MEGAPIXELS:g})")
 
 
 def max_megapixels(params_file: str | None) -> float:
-    """`correct.max_megapixels` of `params_file` (None: ./params.yaml if present, else the default)."""
+    """`correct.max_megapixels` of `params_file` (None: ./params.yaml if present, else the default); loading
+    it imports the plugin models of its train.plugins."""
     from expocorr import params
 
     if params_file is None and not Path("params.yaml").is_file():

@@ -63,7 +63,7 @@ STRATEGIES = {
     "hdr_autoencoder": "guided",
     "exposure_gan": "guided",
 }
-DEFAULT_STRATEGY = "tiled"  # a model registered later and not compared yet: tiles work for any network
+DEFAULT_STRATEGY = "tiled"  # a plugin model (README "Add a model") or one not compared yet: tiles work for any network
 # Receptive-field radius (px) of the fully convolutional models: a tile halo this wide makes tiled
 # inference exact (Zero-DCE: seven 3×3 convolutions).
 RECEPTIVE_RADIUS = {"zerodce": 7}

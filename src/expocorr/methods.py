@@ -92,10 +92,13 @@ def load_method(name: str, device="cpu", path: str | Path | None = None, checkpo
         baseline = BASELINES[name]
         return Method(name, "baseline", lambda rgb, ctx: run_baseline(baseline.fn, name, rgb, ctx),
                       oracle=baseline.oracle)
-    from expocorr import inference, models  # torch: only for a model
+    from expocorr import inference, models, plugins  # torch: only for a model
 
+    plugins.load_entry_points()  # plugin models of train.plugins are imported with the params file
     if path is None and name not in models.MODELS and not model_path(name).exists():
         known = sorted(models.MODELS) + sorted(BASELINES)
-        raise MethodError(f"unknown method {name!r}; known: {', '.join(known)} (and the published checkpoints "
-                          f"with a {MODELS_DIR}/NAME/model.pt: the pretrained stage writes them)")
+        raise MethodError(f"unknown method {name!r}; known: {', '.join(known)} (a published checkpoint: its "
+                          f"{MODELS_DIR}/NAME/model.pt, which the pretrained stage writes; a plugin model: name its "
+                          "module in train.plugins of the params file, or install it with an expocorr.models entry "
+                          "point)")
     return inference.load_model_method(name, device, path, checkpoint_format)

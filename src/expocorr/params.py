@@ -12,6 +12,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from expocorr import plugins
 from expocorr.errors import UserError, printable
 
 SCHEMA_NAME = "params.schema.yaml"
@@ -34,8 +35,29 @@ def schema() -> dict:
 
 
 @functools.lru_cache(maxsize=1)
-def _validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(schema())
+def _schema() -> dict:
+    return schema()
+
+
+@functools.lru_cache(maxsize=4)
+def _validator(plugin_models: tuple[str, ...] = ()) -> jsonschema.Draft202012Validator:
+    """The schema's validator, with the plugin models `plugin_models` validated as the built-ins are."""
+    return jsonschema.Draft202012Validator(plugins.extend_schema(_schema(), plugin_models) if plugin_models
+                                           else _schema())
+
+
+def _load_plugins(params: dict, source: str) -> tuple[str, ...]:
+    """Import the modules of train.plugins and the `expocorr.models` entry points; the plugin model names.
+    A malformed train.plugins imports nothing here: the schema then names what is wrong with it."""
+    train = params.get("train") if isinstance(params, dict) else None
+    listed = train.get("plugins") if isinstance(train, dict) else None
+    try:
+        if isinstance(listed, list) and all(isinstance(n, str) and plugins.MODULE.fullmatch(n) for n in listed):
+            plugins.import_modules(listed)
+        plugins.load_entry_points()
+        return plugins.registered(_schema())
+    except plugins.PluginError as exc:
+        raise ParamsError(f"{source}: {exc}") from None
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -81,8 +103,10 @@ def _bounds(subschema: dict) -> str:
 
 
 def validate(params: dict, source: str = "params.yaml") -> dict:
-    """Raise ParamsError (one line, naming the key path) unless `params` is valid."""
-    error = jsonschema.exceptions.best_match(_validator().iter_errors(params), key=_depth_first)
+    """Raise ParamsError (one line, naming the key path) unless `params` is valid. The plugin modules of
+    train.plugins are imported first (`expocorr.plugins`): their models' sections are validated too."""
+    validator = _validator(_load_plugins(params, source))
+    error = jsonschema.exceptions.best_match(validator.iter_errors(params), key=_depth_first)
     if error is not None:
         raise ParamsError(f"{source}: {_describe(error)}")
     _check_semantics(params, source)

@@ -1,5 +1,8 @@
-# Train stage: one job per model in train.models (the `model` wildcard); pretrained: one job per published
-# checkpoint in pretrained (the `name` wildcard), converted into the same model file.
+# Train stage: one job per model in train.models (the `model` wildcard). Every job depends on the whole
+# models package (a plugin model has no file there, and the built-ins share the registry and vgg.py) and on
+# train.plugins (the modules that register the plugin models); a plugin's own code is outside the repository.
+# pretrained: one job per published checkpoint in pretrained (the `name` wildcard), converted into the same
+# model file.
 
 
 rule train:
@@ -11,7 +14,7 @@ rule train:
         "src/expocorr/train.py",
         "src/expocorr/sampling.py",
         "src/expocorr/schedules.py",
-        "src/expocorr/models/{model}.py",
+        "src/expocorr/models",
     output:
         model="models/{model}/model.pt",
         log=report("models/{model}/train_log.csv", caption="../report/train_log.rst", category="Training",
@@ -20,6 +23,7 @@ rule train:
     params:
         common=config["train"]["common"],
         model=lambda wildcards: config["train"][wildcards.model],
+        plugins=config["train"]["plugins"],
     log:
         "logs/train_{model}.log",
     threads: ALL_CORES
