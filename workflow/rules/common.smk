@@ -1,4 +1,5 @@
 # Helpers shared by the rules: parameter validation and the names every rule uses.
+import re
 import sys
 
 from expocorr import params as expocorr_params
@@ -24,10 +25,13 @@ SPLITS = ["train", "val", "test"]
 MODELS = config["train"]["models"]
 BASELINES = config["evaluate"]["baselines"]
 METHODS = MODELS + BASELINES
+EXTERNAL = config["evaluate"]["external"]  # NAME -> folder of another program's outputs
+OUTPUT_NAMES = METHODS + [f"external-{name}" for name in EXTERNAL]  # the stems of metrics/*.json
 
 
 wildcard_constraints:
     model="|".join(MODELS) or "NO_MODEL",
+    external="|".join(re.escape(name) for name in EXTERNAL) or "NO_EXTERNAL",
 
 
 # Threads of the jobs that use the whole machine (train, evaluate_<method>): --cores, as DVC gives each
