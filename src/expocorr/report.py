@@ -195,7 +195,7 @@ def load_methods(folder: Path = METRICS) -> list[Method]:
         name = str(data.get("method") or path.stem)
         if name in methods:
             raise ReportError(f"{path}: method {name!r} is also in {methods[name].source}")
-        kind = data.get("kind") if data.get("kind") in ("model", "baseline") else "baseline"
+        kind = data.get("kind") if data.get("kind") in ("model", "baseline", "external") else "baseline"
         method = Method(name, kind, bool(data.get("oracle")), data, path)
         table = folder / f"{path.stem}_per_image.csv"
         if table.exists():
@@ -261,7 +261,11 @@ def fmt(value, digits: int = 3, cap: float | None = None) -> str:
 
 
 def kind_label(method: Method) -> str:
-    return f"{method.kind} (oracle)" if method.oracle else method.kind
+    """The kind column: "baseline (oracle)", "external (2 missing)" (test images it has no output for)."""
+    if method.oracle:
+        return f"{method.kind} (oracle)"
+    missing = number(method.data.get("n_missing")) if method.kind == "external" else None
+    return f"{method.kind} ({int(missing)} missing)" if missing else method.kind
 
 
 def extra_sets(methods: list[Method]) -> list[str]:
@@ -296,6 +300,7 @@ def leaderboard(methods: list[Method], latency: dict[str, dict], ranked: bool = 
             if m.kind == "model" else None,
             "seconds_per_megapixel": seconds, "seconds_per_megapixel_source": source,
             "n_images": m.data.get("n_images"), "headline_reference": m.data.get("headline_reference"),
+            **({"n_missing": m.data.get("n_missing")} if m.kind == "external" else {}),
             **({"extra": {name: {key: m.score(key, m.extra.get(name, {})) for key in SCORES} for name in sets}}
                if sets else {}),
             **{f"extra_{name}_{key}": m.score(key, m.extra.get(name, {})) for name in sets for key in ("psnr", "ssim")},
@@ -1001,6 +1006,12 @@ def build(params: dict) -> tuple[list[Block], dict[str, Figure], list[dict]]:
                  "(`seconds_per_megapixel`, the evaluate device)." if latency else
                  "s / MP: seconds per megapixel measured by the evaluate stage (`seconds_per_megapixel`) on its "
                  "device; no inference benchmark (`reports/bench/infer_latency.json`) was found.")
+    external = [m for m in methods if m.kind == "external"]
+    if external:
+        notes.append("external: another program's outputs (`evaluate.external`), matched to the test images by file "
+                     "name and scored by the same code; an external method is scored on the test images it has an "
+                     "output for (`n_missing`: those it has not, listed in `metrics/details/external-NAME.json`): "
+                     + ", ".join(f"{m.name} {m.data.get('n_missing', NOT_COMPUTED)} missing" for m in external) + ".")
     identical = sorted({int(number(m.data.get("n_identical_pairs"))) for m in methods
                         if number(m.data.get("n_identical_pairs"))})
     if identical:
