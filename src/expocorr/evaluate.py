@@ -188,12 +188,13 @@ def run(params: dict, method: str) -> None:
     examples = {(r["scene"], r["ev"]): i for i, r in enumerate(example_rows(rows, cfg["n_examples"]))}
     files = outputs(method)
 
-    per_image, seconds, megapixels = [], 0.0, 0.0
+    per_image, seconds, megapixels, max_side = [], 0.0, 0.0, 0
     with atomic_dir(files["results"]) as results_tmp:
         for row in tqdm(scored, desc=f"evaluate {method}", unit="image", disable=None):
             image, output, elapsed = _correct(corrector, row, params)
             seconds += elapsed
             megapixels += image.shape[0] * image.shape[1] / 1e6
+            max_side = max(max_side, *image.shape[:2])
             record = {"scene": row["scene"], "ev": float(row["ev"]), "input": row["input"], "reference": row[headline]}
             references = {column: to_uint8(read_rgb(row[column])) for column in columns}
             record["identical_pair"] = bool(np.array_equal(to_uint8(image), references[headline]))
@@ -242,7 +243,7 @@ def run(params: dict, method: str) -> None:
         **({"unpaired_sets": unpaired_details} if unpaired_details else {}),
         "examples": [_example(r, headline) for r in kept],
         "worst": _example(worst, headline),
-        "provenance": provenance(params, rows, device),
+        "provenance": {**provenance(params, rows, device), "test_max_side": max_side},  # px, scored as they are
         "params": {"evaluate": cfg, "method": corrector.settings},
     }
 
