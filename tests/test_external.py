@@ -8,8 +8,10 @@ import logging
 import shutil
 
 import pytest
+import skimage
 import yaml
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 import workspace
 from expocorr import cli, external
@@ -70,13 +72,18 @@ def test_a_folder_matching_no_test_image_is_an_error(tmp_path, base, monkeypatch
         in caplog.text
 
 
-def reduced(folder):
-    """The smoke budget (tests/test_engines.py): 128 px renders, no model, the identity, and `folder` as the
-    outputs of method external:theirs."""
+def reduced(folder, photos):
+    """The smoke budget (tests/test_engines.py): 128 px renders, no model, the identity, `folder` as the
+    outputs of method external:theirs, and `photos` as an unpaired set (which it is not scored on)."""
+    for name in ("astronaut", "coffee"):
+        photos.mkdir(exist_ok=True)
+        Image.fromarray(getattr(skimage.data, name)()).resize((96, 64)).save(photos / f"{name}.png")
+
     def edit(params):
         params["render"]["max_side"] = 128
         params["train"]["models"] = []
-        params["evaluate"].update(baselines=["identity"], n_examples=2, external={"theirs": str(folder)})
+        params["evaluate"].update(baselines=["identity"], n_examples=2, external={"theirs": str(folder)},
+                                  unpaired_sets={"real": {"folder": str(photos), "max_side": 96}})
     return edit
 
 
@@ -98,6 +105,8 @@ def _check_scored(repo, left_out, stray):
     assert details["n_missing"] == 1 and [m["input"] for m in details["missing"]] == [left_out["input"]]
     assert details["missing"][0]["expected"] == external.expected_stem(left_out)
     assert details["unmatched"] == [stray]
+    assert details["unpaired_sets"]["real"]["status"] == ("not computed: another program's outputs "
+                                                          "(evaluate.external) cover the test split only")
     identity = {r["input"]: r for r in read_csv(repo / "metrics/identity_per_image.csv")}
     theirs = read_csv(repo / "metrics/external-theirs_per_image.csv")
     assert len(theirs) == len(identity) - 1 == details["n_images"]
@@ -107,6 +116,7 @@ def _check_scored(repo, left_out, stray):
     assert board["external:theirs"]["kind"] == "external" and board["external:theirs"]["n_missing"] == 1
     assert "n_missing" not in board["identity"]
     assert "| external:theirs | external (1 missing) |" in (repo / "reports/report.md").read_text()
+    assert {r["method"] for r in read_csv(repo / "reports/plots/psnr_per_ev.csv")} == {"identity", "external:theirs"}
 
 
 @pytest.mark.slow
@@ -114,7 +124,7 @@ def test_both_engines_score_a_folder_of_outputs(tmp_path):
     """DVC builds the data, then evaluates the identity and the folder and reports; Snakemake, in the same
     copy, plans exactly the same jobs as DVC for it, and runs them again to the same scores."""
     folder = tmp_path / "their outputs"
-    repo = workspace.make(tmp_path, reduced(folder))
+    repo = workspace.make(tmp_path, reduced(folder, tmp_path / "photos"))
     workspace.run(["dvc", "repro", "split"], repo)
     left_out, stray = _outputs_from_inputs(repo, folder)
     (repo / "models").mkdir()  # the report stage's dependency, which no train stage makes here

@@ -212,7 +212,12 @@ def run(params: dict, method: str) -> None:
             record["output"] = (files["results"] / name).as_posix()
         unpaired, unpaired_details, unpaired_rows = {}, {}, []
         own_sets = corrector.kind != "external"  # another program's outputs cover the test split only
-        for name in (cfg["unpaired_sets"] or {}) if own_sets else ():
+        for name in cfg["unpaired_sets"] or {}:
+            if not own_sets:
+                unpaired_details[name] = {"manifest": render_extra.manifest(name).as_posix(), "n_images": 0,
+                                          "status": f"{NOT_COMPUTED}: another program's outputs "
+                                                    "(evaluate.external) cover the test split only"}
+                continue
             scores_, details_, table_ = evaluate_unpaired(name, corrector, params, noref,
                                                           (results_tmp, files["results"]))
             unpaired[name], unpaired_details[name] = scores_, details_
