@@ -23,7 +23,7 @@ ROWS = [{"scene": "a", "ev": "-1.5", "input": "data/rendered/images/a/ev-1.5.png
 
 
 def test_outputs_match_the_test_rows_by_scene_and_ev_name(tmp_path):
-    for name in ("a_ev-1.5.png", "b_2_ev+1.0.JPG", "stray.png", "notes.txt"):
+    for name in ("a_ev-1.5.png", "b_2_ev+1.0.JPG", "stray.png", "notes.txt", ".DS_Store", "._a_ev+0.0.png"):
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "sub").mkdir()
     matched, missing, unmatched = external.match(tmp_path, ROWS)

@@ -3,8 +3,9 @@
 Matching rule: the output for the test row of scene SCENE at EV `ev` is the file ``SCENE_<ev name>.EXT``
 at the top of the folder, ``<ev name>`` as `expocorr.render.ev_name` writes it (``ev-1.5``, ``ev+0.0``,
 ``ev+1.0``): the names the evaluate stage gives its own outputs in results/METHOD/; EXT is one of
-``EXTENSIONS`` (any case). A test row without its file is *missing*; a file that is no row's is *unmatched*;
-both are listed, never dropped silently: the method is scored on the rows it has, with ``n_missing``.
+``EXTENSIONS`` (any case); hidden files are passed over. A test row without its file is *missing*; a file
+that is no row's is *unmatched*; both are listed, never dropped silently: the method is scored on the rows
+it has, with ``n_missing``.
 """
 
 from __future__ import annotations
@@ -55,10 +56,10 @@ def folder(cfg: dict, name: str) -> Path:
 
 def match(path: Path, rows: list[dict]) -> tuple[dict[str, Path], list[dict], list[str]]:
     """(input of each matched row -> its output file, the rows without one, the files of `path` that are no
-    row's). Two image files with one stem (a.png and a.jpg) are an error naming both."""
+    row's; hidden files passed over). Two image files with one stem (a.png and a.jpg) are an error naming both."""
     by_stem: dict[str, Path] = {}
     unmatched = []
-    for file in sorted(p for p in path.iterdir() if p.is_file()):
+    for file in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
         if file.suffix.lower() not in EXTENSIONS:
             unmatched.append(file.name)
         elif file.stem in by_stem:
