@@ -163,7 +163,7 @@ def run(params: dict, method: str) -> None:
         raise EvaluateError(f"{split.OUT / 'test.csv'}: the test split is empty")
     columns, headline = reference_columns(rows, cfg["headline_reference"])
     for name, kind in render_extra.set_kinds(cfg).items():  # before any work
-        if not render_extra.manifest(name).exists():
+        if external.name_of(method) is None and not render_extra.manifest(name).exists():  # external: not read
             key = "extra_sets" if kind == "bracketed" else "unpaired_sets"
             raise EvaluateError(f"{render_extra.manifest(name)}: missing; evaluate.{key} names {name!r}: run "
                                 "`expocorr render-extra` first")
@@ -214,9 +214,8 @@ def run(params: dict, method: str) -> None:
         own_sets = corrector.kind != "external"  # another program's outputs cover the test split only
         for name in cfg["unpaired_sets"] or {}:
             if not own_sets:
-                unpaired_details[name] = {"manifest": render_extra.manifest(name).as_posix(), "n_images": 0,
-                                          "status": f"{NOT_COMPUTED}: another program's outputs "
-                                                    "(evaluate.external) cover the test split only"}
+                unpaired_details[name] = {"n_images": 0, "status": f"{NOT_COMPUTED}: another program's outputs "
+                                                                   "(evaluate.external) cover the test split only"}
                 continue
             scores_, details_, table_ = evaluate_unpaired(name, corrector, params, noref,
                                                           (results_tmp, files["results"]))

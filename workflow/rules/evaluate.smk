@@ -68,9 +68,10 @@ rule evaluate_external:
         unpaired="metrics/details/external-{external}_unpaired.csv",
         results=directory("results/external-{external}"),
     params:
+        method=lambda wildcards: f"external:{wildcards.external}",  # also named by the report captions
         evaluate=config["evaluate"],
     log:
         "logs/evaluate_external-{external}.log",
     threads: ALL_CORES
     shell:
-        "expocorr evaluate --method external:{wildcards.external} --params params.yaml --log {log}"
+        "expocorr evaluate --method {params.method} --params params.yaml --log {log}"
