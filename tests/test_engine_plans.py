@@ -105,13 +105,21 @@ def covers(directories: set[str], files: set[str]) -> bool:
         any(inside(f, d) for f in files) for d in directories)
 
 
+def with_external(tmp_path):
+    """An edit naming a folder of another program's outputs (`evaluate.external`), which exists."""
+    folder = tmp_path / "their outputs"
+    folder.mkdir()
+    return workspace.setter("evaluate.external", {"theirs": str(folder)})
+
+
 def test_dvc_yaml_matches_snakemake_dag(tmp_path):
-    """Stage names, inputs, outputs and commands in dvc.yaml equal those in the Snakemake DAG.
+    """Stage names, inputs, outputs and commands in dvc.yaml equal those in the Snakemake DAG, an external
+    method's (`evaluate_external@NAME`) included.
 
     The one difference is the report stage: DVC cannot expand a list of files into `deps`, so it
     depends on the metrics/ and models/ folders that hold exactly the files Snakemake lists.
     """
-    repo = workspace.make(tmp_path, lambda p: p.update(pretrained=PUBLISHED))
+    repo = workspace.make(tmp_path, lambda p: (with_external(tmp_path)(p), p.update(pretrained=PUBLISHED)))
     plan = workspace.snakemake_plan(repo, "--forceall")
     plan.pop("all")
     assert {"pretrained@zerodce-official", "evaluate_pretrained@zerodce_pp-official"} <= set(plan)
@@ -129,7 +137,7 @@ def test_dvc_yaml_matches_snakemake_dag(tmp_path):
 
 
 def test_dvc_declares_only_the_params_each_stage_reads(tmp_path):
-    stages = workspace.dvc_stages(workspace.make(tmp_path, lambda p: p.update(pretrained=PUBLISHED)))
+    stages = workspace.dvc_stages(workspace.make(tmp_path, lambda p: (with_external(tmp_path)(p), p.update(pretrained=PUBLISHED))))
     expected: dict[str, set] = {"download": {"data"}, "render": {"render"}, "split": {"split"},
                                 "render_extra": {"evaluate.extra_sets", "evaluate.unpaired_sets"}}
     models = yaml.safe_load((workspace.REPO / "params.yaml").read_text())["train"]["models"]
@@ -139,6 +147,7 @@ def test_dvc_declares_only_the_params_each_stage_reads(tmp_path):
     expected |= {f"evaluate_pretrained@{name}": {"evaluate"} for name in PUBLISHED}
     baselines = yaml.safe_load((workspace.REPO / "params.yaml").read_text())["evaluate"]["baselines"]
     expected |= {f"evaluate_baseline@{b}": {"evaluate", "render"} for b in baselines}
+    expected["evaluate_external@theirs"] = {"evaluate"}
     expected["report"] = {"report"}
     assert {name: stage["params"] for name, stage in stages.items()} == expected
 

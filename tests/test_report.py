@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import logging
 import math
 import re
 import shutil
@@ -648,3 +649,63 @@ def test_real_report_in_chromium(dvc_run, tmp_path):
         hsv = np.asarray(image.convert("HSV"), dtype=np.float64)
     bottom = hsv[hsv.shape[0] // 2:]  # the photo grids are in the lower half: colourful, not blank
     assert (bottom[..., 1] > 80).mean() > 0.05, "no photos in the lower half of the page"
+
+
+def test_leaderboards_merge_into_one_table_per_dataset(built, tmp_path, monkeypatch, caplog):
+    """Every leaderboard row records the dataset and protocol behind it; `expocorr report --merge` writes one
+    table per dataset: this run's, a run on other data (its rows' source changed), and rows of an older
+    leaderboard that record none."""
+    out, _ = built
+    rows = json.loads((out / "leaderboard.json").read_text())
+    assert {json.dumps(r["dataset"]) for r in rows} == {json.dumps({
+        "source": "folder (photos)", "scenes": 5, "images": 25, "test_scenes": 5, "test_images": 25,
+        "reference": "reference", "resolution": "full resolution", "ssim": report.SSIM_SETTINGS, "psnr_cap": 100.0})}
+    monkeypatch.chdir(tmp_path)
+    other = [{**r, "psnr": r["psnr"] - 1, "dataset": {**r["dataset"], "source": "msec", "test_images": 50}}
+             for r in rows[:2]]
+    Path("other.json").write_text(json.dumps(other))
+    Path("old.json").write_text(json.dumps([{k: v for k, v in rows[0].items() if k != "dataset"}]))
+    mine = str(out / "leaderboard.json")
+    assert cli.main(["report", "--merge", mine, "other.json", "old.json", "--out", "merged.md"]) == 0
+    text = Path("merged.md").read_text()
+    sections = text.split("\n## ")[1:]
+    assert [s.splitlines()[0] for s in sections] == ["Dataset: folder (photos)", "Dataset: msec", "Dataset not recorded"]
+    methods = [[line.split(" | ")[0].strip("| ") for line in s.splitlines() if line.startswith("| ")][1:]
+               for s in sections]
+    assert methods == [[r["method"] for r in rows], [r["method"] for r in rows[:2]], [rows[0]["method"]]]
+    assert "test split: 5 scenes, 50 images" in sections[1] and f"`{mine}`" in sections[0]
+    assert cli.main(["report", "--merge", mine, "other.json", "--out", "merged.html"]) == 0
+    assert Path("merged.html").read_text().count("<table") == 2
+    with caplog.at_level(logging.ERROR):
+        assert cli.main(["report", "--merge", mine, "--out", "merged.txt"]) == 1
+        assert cli.main(["report", "--merge", mine]) == 1
+    assert "--out merged.txt: must end in .md or .html" in caplog.text and "--merge and --out go together" in caplog.text
+
+
+@pytest.mark.slow
+def test_leaderboards_of_two_real_runs_merge_by_dataset(dvc_run, tmp_path):
+    """The DVC run's leaderboard (the bundled photos at 384 px) and a second real run on other data (a folder of
+    five photos rendered at 128 px: `expocorr` stage commands, the identity only) merge into two tables."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, load in SCENES.items():
+        Image.fromarray(load()).convert("RGB").save(photos / f"{name}.png")
+
+    def other_data(params):
+        _cheap_dag(params)
+        params["data"].update(source="folder", folder=str(photos))
+        params["render"]["max_side"] = 128
+        params["evaluate"]["baselines"] = ["identity"]
+
+    other = workspace.make(tmp_path / "other", other_data)
+    for cmd in (["download"], ["render"], ["split"], ["evaluate", "--method", "identity"], ["report"]):
+        workspace.run(["expocorr", *cmd], other)
+    first, second = (str(repo / "reports/leaderboard.json") for repo in (dvc_run[0], other))
+    workspace.run(["expocorr", "report", "--merge", first, second, "--out", "merged.md"], tmp_path)
+    sections = (tmp_path / "merged.md").read_text().split("\n## ")[1:]
+    assert [s.splitlines()[0] for s in sections] == ["Dataset: bundled", f"Dataset: folder ({photos})"]
+    assert "resolution: full resolution (test images up to 384 px on the long side)" in sections[0]
+    assert "resolution: full resolution (test images up to 128 px on the long side)" in sections[1]
+    assert "Rendered: 8 scenes, 40 images" in sections[0] and "Rendered: 5 scenes, 25 images" in sections[1]
+    assert [line.split(" | ")[0] for line in sections[1].splitlines() if line.startswith("| identity")] == ["| identity"]
+    assert sum(line.startswith(("| identity", "| he")) for line in sections[0].splitlines()) == 2

@@ -42,7 +42,12 @@ def _parser() -> argparse.ArgumentParser:
         if name == "pretrained":
             p.add_argument("--name", required=True, help="a name from pretrained")
         if name == "evaluate":
-            p.add_argument("--method", required=True, help="a trained model, a published checkpoint or a baseline")
+            p.add_argument("--method", required=True, help="a trained model, a published checkpoint, a baseline, or external:NAME "
+                           "(the outputs in the folder of evaluate.external.NAME)")
+        if name == "report":
+            p.add_argument("--merge", nargs="+", metavar="LEADERBOARD", help="instead: merge these "
+                           "leaderboard.json files into one table per dataset (with --out)")
+            p.add_argument("--out", metavar="FILE", help="with --merge: the page to write (.md or .html)")
     # Not a pipeline stage (no --params): correct your own photos with a trained model or a baseline.
     correct = importlib.import_module("expocorr.correct")
     p = sub.add_parser("correct", help=CORRECT_HELP, description=correct.__doc__,
@@ -66,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.stage == "correct":
             return importlib.import_module("expocorr.correct").run(args)
+        if args.stage == "report" and (args.merge or args.out):  # no params: files in, one page out
+            if not (args.merge and args.out):
+                raise UserError("--merge and --out go together: expocorr report --merge A.json B.json --out merged.md")
+            importlib.import_module("expocorr.report").merge(args.merge, args.out)
+            return 0
         loaded = params.load(args.params)
         stage = importlib.import_module(STAGES[args.stage][0])
         if args.stage == "train":

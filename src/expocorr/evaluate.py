@@ -15,7 +15,9 @@ sets' per-image scores go to ``metrics/details/NAME_extra.csv`` and the unpaired
 cannot run on a lone photo of unknown exposure (an oracle, a stack merge) has the set "not computed".
 
 Reads only ``evaluate.*`` (and ``render.*`` as context for the oracle baseline), the test split, the
-rendered images, data/extra and, for a model, ``models/NAME/model.pt``. The provenance block records the
+rendered images, data/extra and, for a model, ``models/NAME/model.pt``; for ``external:NAME``, the outputs
+another program left in the folder of ``evaluate.external.NAME`` (`expocorr.external`: the matching rule),
+scored on the test split only, into files named ``external-NAME``. The provenance block records the
 circumstances of the run as they were (``data.source``, a hash of the params, commit, date, machine).
 """
 
@@ -36,7 +38,7 @@ import mlflow
 import numpy as np
 from tqdm import tqdm
 
-from expocorr import methods, render_extra, split, stacks, tracking
+from expocorr import external, methods, render_extra, split, stacks, tracking
 from expocorr.atomic import atomic_dir, write_text
 from expocorr.baselines import BASELINES
 from expocorr.baselines.registry import BaselineError
@@ -64,10 +66,12 @@ class EvaluateError(UserError, RuntimeError):
 
 
 def outputs(method: str) -> dict[str, Path]:
-    """The declared outputs of `expocorr evaluate --method method`."""
-    return {"json": METRICS / f"{method}.json", "details": DETAILS / f"{method}.json",
-            "csv": METRICS / f"{method}_per_image.csv", "extra": DETAILS / f"{method}_extra.csv",
-            "unpaired": DETAILS / f"{method}_unpaired.csv", "results": RESULTS / method}
+    """The declared outputs of `expocorr evaluate --method method` (``external:NAME``: files named
+    ``external-NAME``)."""
+    name = external.stem(method)
+    return {"json": METRICS / f"{name}.json", "details": DETAILS / f"{name}.json",
+            "csv": METRICS / f"{name}_per_image.csv", "extra": DETAILS / f"{name}_extra.csv",
+            "unpaired": DETAILS / f"{name}_unpaired.csv", "results": RESULTS / name}
 
 
 def reference_columns(rows: list[dict], headline: str) -> tuple[list[str], str]:
@@ -151,26 +155,30 @@ def provenance(params: dict, rows: list[dict], device) -> dict:
 
 
 def run(params: dict, method: str) -> None:
-    """Evaluate `method` (a trained model or a baseline) on data/splits/test.csv."""
+    """Evaluate `method` (a trained model, a baseline, or ``external:NAME``: the outputs in the folder of
+    ``evaluate.external.NAME``) on data/splits/test.csv."""
     cfg = params["evaluate"]
     rows = read_csv(split.OUT / "test.csv")
     if not rows:
         raise EvaluateError(f"{split.OUT / 'test.csv'}: the test split is empty")
     columns, headline = reference_columns(rows, cfg["headline_reference"])
     for name, kind in render_extra.set_kinds(cfg).items():  # before any work
-        if not render_extra.manifest(name).exists():
+        if external.name_of(method) is None and not render_extra.manifest(name).exists():  # external: not read
             key = "extra_sets" if kind == "bracketed" else "unpaired_sets"
             raise EvaluateError(f"{render_extra.manifest(name)}: missing; evaluate.{key} names {name!r}: run "
                                 "`expocorr render-extra` first")
-    device = "cpu"
-    if method not in BASELINES:  # torch: for a model only
-        from expocorr import inference
+    device, scored, matching = "cpu", rows, {}
+    if external.name_of(method) is not None:  # another program's outputs: scored where they exist
+        corrector, scored, matching = _external(cfg, external.name_of(method), rows)
+    else:
+        if method not in BASELINES:  # torch: for a model only
+            from expocorr import inference
 
-        try:
-            device = inference.pick_device(cfg["device"])
-        except methods.MethodError as exc:
-            raise EvaluateError(f"evaluate.device: {exc}") from None
-    corrector = methods.load_method(method, device)
+            try:
+                device = inference.pick_device(cfg["device"])
+            except methods.MethodError as exc:
+                raise EvaluateError(f"evaluate.device: {exc}") from None
+        corrector = methods.load_method(method, device)
     if method in params["train"]["models"] and corrector.kind != "model":
         raise EvaluateError(f"--method {method}: listed in train.models but not loadable as a model")
     noref = NoReference(cfg["noref"], device)
@@ -180,12 +188,13 @@ def run(params: dict, method: str) -> None:
     examples = {(r["scene"], r["ev"]): i for i, r in enumerate(example_rows(rows, cfg["n_examples"]))}
     files = outputs(method)
 
-    per_image, seconds, megapixels = [], 0.0, 0.0
+    per_image, seconds, megapixels, max_side = [], 0.0, 0.0, 0
     with atomic_dir(files["results"]) as results_tmp:
-        for row in tqdm(rows, desc=f"evaluate {method}", unit="image", disable=None):
+        for row in tqdm(scored, desc=f"evaluate {method}", unit="image", disable=None):
             image, output, elapsed = _correct(corrector, row, params)
             seconds += elapsed
             megapixels += image.shape[0] * image.shape[1] / 1e6
+            max_side = max(max_side, *image.shape[:2])
             record = {"scene": row["scene"], "ev": float(row["ev"]), "input": row["input"], "reference": row[headline]}
             references = {column: to_uint8(read_rgb(row[column])) for column in columns}
             record["identical_pair"] = bool(np.array_equal(to_uint8(image), references[headline]))
@@ -202,14 +211,19 @@ def run(params: dict, method: str) -> None:
             write_rgb(results_tmp / name, record["_output"])
             record["output"] = (files["results"] / name).as_posix()
         unpaired, unpaired_details, unpaired_rows = {}, {}, []
+        own_sets = corrector.kind != "external"  # another program's outputs cover the test split only
         for name in cfg["unpaired_sets"] or {}:
+            if not own_sets:
+                unpaired_details[name] = {"n_images": 0, "status": f"{NOT_COMPUTED}: another program's outputs "
+                                                                   "(evaluate.external) cover the test split only"}
+                continue
             scores_, details_, table_ = evaluate_unpaired(name, corrector, params, noref,
                                                           (results_tmp, files["results"]))
             unpaired[name], unpaired_details[name] = scores_, details_
             unpaired_rows += table_
 
     extra, extra_details, extra_rows = {}, {}, []
-    for name in cfg["extra_sets"] or {}:
+    for name in (cfg["extra_sets"] or {}) if own_sets else ():
         scores_, details_, table_ = evaluate_extra(name, corrector, params)
         extra[name], extra_details[name] = scores_, details_
         extra_rows += table_
@@ -223,7 +237,8 @@ def run(params: dict, method: str) -> None:
         "method": method, "kind": corrector.kind, "oracle": corrector.oracle, "headline_reference": headline,
         "psnr_cap": cfg["psnr_cap"], "n_images": len(per_image),
         "n_identical_pairs": sum(r["identical_pair"] for r in per_image), "n": counts,
-        "n_parameters": corrector.n_parameters, "seconds_per_megapixel": seconds / megapixels,
+        **matching, "n_parameters": corrector.n_parameters,
+        "seconds_per_megapixel": seconds / megapixels if own_sets else None,  # external: not its run time
         "references": {c: _numbers({k: v for k, v in aggregate(per_image, c)[0].items() if k in ("overall", "per_ev")})
                        for c in columns},
         "noref": noref.status(),
@@ -232,7 +247,7 @@ def run(params: dict, method: str) -> None:
         **({"unpaired_sets": unpaired_details} if unpaired_details else {}),
         "examples": [_example(r, headline) for r in kept],
         "worst": _example(worst, headline),
-        "provenance": provenance(params, rows, device),
+        "provenance": {**provenance(params, rows, device), "test_max_side": max_side},  # px, scored as they are
         "params": {"evaluate": cfg, "method": corrector.settings},
     }
 
@@ -259,12 +274,39 @@ def run(params: dict, method: str) -> None:
                  means or details_["status"])
 
 
+def _external(cfg: dict, name: str, rows: list[dict]) -> tuple[methods.Method, list[dict], dict]:
+    """Method ``external:NAME``, the test rows it has an output for, and what the details record of the
+    matching (``folder``, ``n_missing``, ``missing``: the rows without an output and the file stem each
+    needs, ``unmatched``: the folder's files that are no row's), logged as one warning line when not empty."""
+    try:
+        folder = external.folder(cfg, name)
+        files, missing, unmatched = external.match(folder, rows)
+    except OSError as exc:
+        raise EvaluateError(f"evaluate.external.{name}: cannot list its folder: {exc}") from None
+    if not files:
+        raise EvaluateError(f"evaluate.external.{name}: {folder}: no file matches a test image (expected names "
+                            f"such as {external.expected_stem(rows[0])}.png: SCENE_<ev name>, README \"Other "
+                            "methods' outputs\")")
+    if missing or unmatched:
+        log.warning("evaluate external:%s: %d of %d test images have no output in %s (scored without them: %s); "
+                    "%d file(s) match no test image (%s); listed in %s", name, len(missing), len(rows), folder,
+                    ", ".join(external.expected_stem(r) for r in missing) or "none", len(unmatched),
+                    ", ".join(unmatched) or "none", outputs(external.PREFIX + name)["details"])
+    matching = {"folder": folder.as_posix(), "n_missing": len(missing),
+                "missing": [{"scene": r["scene"], "ev": float(r["ev"]), "input": r["input"],
+                             "expected": external.expected_stem(r)} for r in missing],
+                "unmatched": unmatched}
+    return external.method(name, files), [r for r in rows if r["input"] in files], matching
+
+
 def _correct(corrector: methods.Method, row: dict, params: dict) -> tuple[np.ndarray, np.ndarray, float]:
     """(the input of a manifest row, `corrector`'s uint8 output, the seconds it took)."""
     image = read_rgb(row["input"])
     ctx = {"ev": float(row["ev"]), "render": params["render"]}
     if row.get("tau"):  # render.tau a range: the scene's own draw
         ctx["tau"] = float(row["tau"])
+    if corrector.kind == "external":  # its output is the file matched to this input
+        ctx["input"] = row["input"]
     if row.get("stack") and corrector.kind == "baseline":  # exposure stacks: the scene's registered bracket
         ctx["stack"] = stacks.read_stack(row["stack"])
     t0 = time.perf_counter()
@@ -421,10 +463,10 @@ def _log_to_mlflow(params: dict, method: str, corrector: methods.Method) -> None
                     source_url=str(source.get("url")), source_format=str(source.get("format")))
         logged.update(tracking.flatten(source, f"pretrained.{method}."))
         name = f"{method}:evaluate"
-    else:
+    else:  # a baseline, or another program's outputs (external:NAME), beside the baselines
         experiment_id = tracking.setup(params, tracking.baselines_experiment(params))
         tags["oracle"] = str(corrector.oracle)
-        name = f"baseline:{method}"
+        name = method if corrector.kind == "external" else f"baseline:{method}"
     with tracking.active_run(experiment_id=experiment_id, run_name=name, parent_run_id=parent, tags=tags) as run:
         if corrector.kind == "model" and parent is None:
             log.warning("evaluate %s: training run %s (models/%s/mlflow_run.json) is not in experiment %r of %s or "

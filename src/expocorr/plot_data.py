@@ -32,6 +32,11 @@ def _mean(values: list[float]) -> float | str:
     return round(sum(values) / len(values), 4) if values else ""
 
 
+def method_name(stem: str) -> str:
+    """The method whose files are named `stem`: ``external:NAME`` for ``external-NAME`` (`expocorr.external`)."""
+    return "external:" + stem.removeprefix("external-") if stem.startswith("external-") else stem
+
+
 def per_ev_rows(metrics: Path) -> list[dict]:
     """Mean PSNR and SSIM per method and EV from every metrics/NAME_per_image.csv."""
     rows = []
@@ -43,7 +48,7 @@ def per_ev_rows(metrics: Path) -> list[dict]:
                 by_ev[ev + 0.0].append(row)
         for ev, group in sorted(by_ev.items()):
             scores = {key: [v for v in (finite_float(r.get(key)) for r in group) if v is not None] for key in ("psnr", "ssim")}
-            rows.append({"method": path.name.removesuffix("_per_image.csv"), "ev": f"{ev:g}",
+            rows.append({"method": method_name(path.name.removesuffix("_per_image.csv")), "ev": f"{ev:g}",
                          **{key: _mean(values) for key, values in scores.items()}, "n": len(group)})
     return rows
 

@@ -67,6 +67,8 @@ PHOTO_MAX = 1024      # photos are read down to this long side (px) before they 
 JPEG_QUALITY = 85     # the photo figures are JPEG: a fraction of their size as PNG
 LUMA_BINS = 64
 MIME = {"png": "image/png", "svg": "image/svg+xml", "jpg": "image/jpeg"}
+SSIM_SETTINGS = ("MATLAB-compatible (Wang et al. 2004): Gaussian window σ = 1.5, K1 = 0.01, K2 = 0.03, data range "
+                 "255, no sample-covariance correction; mean over the RGB channels")  # expocorr.metrics.ssim
 
 
 class ReportError(UserError, ValueError):
@@ -196,7 +198,7 @@ def load_methods(folder: Path = METRICS) -> list[Method]:
         name = str(data.get("method") or path.stem)
         if name in methods:
             raise ReportError(f"{path}: method {name!r} is also in {methods[name].source}")
-        kind = data.get("kind") if data.get("kind") in (*LEARNED, "baseline") else "baseline"
+        kind = data.get("kind") if data.get("kind") in (*LEARNED, "baseline", "external") else "baseline"
         method = Method(name, kind, bool(data.get("oracle")), data, path)
         table = folder / f"{path.stem}_per_image.csv"
         if table.exists():
@@ -262,7 +264,11 @@ def fmt(value, digits: int = 3, cap: float | None = None) -> str:
 
 
 def kind_label(method: Method) -> str:
-    return f"{method.kind} (oracle)" if method.oracle else method.kind
+    """The kind column: "baseline (oracle)", "external (2 missing)" (test images it has no output for)."""
+    if method.oracle:
+        return f"{method.kind} (oracle)"
+    missing = number(method.data.get("n_missing")) if method.kind == "external" else None
+    return f"{method.kind} ({int(missing)} missing)" if missing else method.kind
 
 
 def extra_sets(methods: list[Method]) -> list[str]:
@@ -297,13 +303,28 @@ def leaderboard(methods: list[Method], latency: dict[str, dict], ranked: bool = 
             if m.kind in LEARNED else None,
             "seconds_per_megapixel": seconds, "seconds_per_megapixel_source": source,
             "n_images": m.data.get("n_images"), "headline_reference": m.data.get("headline_reference"),
+            **({"n_missing": m.data.get("n_missing")} if m.kind == "external" else {}),
             **({"extra": {name: {key: m.score(key, m.extra.get(name, {})) for key in SCORES} for name in sets}}
                if sets else {}),
             **{f"extra_{name}_{key}": m.score(key, m.extra.get(name, {})) for name in sets for key in ("psnr", "ssim")},
             **{f"unpaired_{name}_{key}": m.score(key, m.unpaired.get(name, {})) for name in unpaired
                for key in UNPAIRED_SCORES},
+            "dataset": dataset(m),
         })
     return rows
+
+
+def dataset(m: Method) -> dict:
+    """Which data and protocol gave `m`'s scores, as its evaluate run recorded them (None: not recorded): the
+    data source, its rendered scenes and images, the test split's, the headline reference, the resolution
+    policy, the SSIM settings and the PSNR cap. `expocorr report --merge` makes one table per distinct record."""
+    p = m.provenance
+    side = number(p.get("test_max_side"))
+    return {"source": p.get("data_source"), "scenes": p.get("rendered_scenes"), "images": p.get("rendered_images"),
+            "test_scenes": p.get("test_scenes"), "test_images": p.get("test_images"),
+            "reference": m.data.get("headline_reference"),
+            "resolution": "full resolution" + (f" (test images up to {int(side)} px on the long side)" if side else ""),
+            "ssim": SSIM_SETTINGS, "psnr_cap": m.cap}
 
 
 def _leaderboard_table(rows: list[dict], methods: list[Method], latency: dict) -> Table:
@@ -865,8 +886,7 @@ def _protocol(methods: list[Method]) -> list[Block]:
             ("Every method corrects every test image at full resolution; outputs are 8-bit RGB and are compared "
              "with the reference (the headline reference when a dataset has several)."),
             f"PSNR: peak 255, mean squared error over all pixels and channels; {cap_text}.",
-            ("SSIM: MATLAB-compatible (Wang et al. 2004): Gaussian window σ = 1.5, K1 = 0.01, K2 = 0.03, data range "
-             "255, no sample-covariance correction; mean over the RGB channels."),
+            f"SSIM: {SSIM_SETTINGS}.",
             "ΔE2000: CIEDE2000 colour difference, mean over pixels, in CIELAB (D65) via scikit-image.",
             ("Histogram similarity (hist lum / con / sat): histogram intersection of per-image luminance, contrast "
              "and saturation distributions, outputs vs references; see `src/expocorr/metrics/histogram.py`."),
@@ -1002,6 +1022,12 @@ def build(params: dict) -> tuple[list[Block], dict[str, Figure], list[dict]]:
                  "(`seconds_per_megapixel`, the evaluate device)." if latency else
                  "s / MP: seconds per megapixel measured by the evaluate stage (`seconds_per_megapixel`) on its "
                  "device; no inference benchmark (`reports/bench/infer_latency.json`) was found.")
+    external = [m for m in methods if m.kind == "external"]
+    if external:
+        notes.append("external: another program's outputs (`evaluate.external`), matched to the test images by file "
+                     "name and scored by the same code; an external method is scored on the test images it has an "
+                     "output for (`n_missing`: those it has not, listed in `metrics/details/external-NAME.json`): "
+                     + ", ".join(f"{m.name} {m.data.get('n_missing', NOT_COMPUTED)} missing" for m in external) + ".")
     identical = sorted({int(number(m.data.get("n_identical_pairs"))) for m in methods
                         if number(m.data.get("n_identical_pairs"))})
     if identical:
@@ -1163,6 +1189,63 @@ def _unpaired(methods: list[Method], cfg: dict, images: Images, figures: dict[st
             f"{cfg['max_examples']}); columns: the input and the methods of `report.grid_methods` "
             f"({', '.join(m.name for m in chosen)}); BRISQUE / NIQE / grid under each photo (lower is better).")))
     return blocks
+
+
+def _read_leaderboard(path: Path) -> list[dict]:
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportError(f"{path}: missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: not a readable leaderboard JSON: {exc}") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "method" in r for r in rows):
+        raise ReportError(f"{path}: not a leaderboard.json of the report stage (a list of rows with a 'method')")
+    return rows
+
+
+def _dataset_heading(record: dict | None) -> tuple[str, list[str]]:
+    """A dataset's heading and its lines (a leaderboard written before rows recorded it: "not recorded")."""
+    if record is None:
+        return "Dataset not recorded", [("These rows do not record their dataset (a leaderboard of an older "
+                                         "expocorr): run their report stage again.")]
+
+    def value(key):
+        return "not recorded" if record.get(key) is None else record[key]
+
+    return f"Dataset: {value('source')}", [
+        (f"Rendered: {value('scenes')} scenes, {value('images')} images; test split: {value('test_scenes')} scenes, "
+         f"{value('test_images')} images."),
+        f"Reference: `{value('reference')}`; resolution: {value('resolution')}.",
+        f"SSIM: {value('ssim')}; PSNR of identical images capped at {value('psnr_cap')} dB.",
+    ]
+
+
+def merge(files: list[str], out: str) -> None:
+    """`expocorr report --merge A.json B.json ... --out OUT.md` (or ``.html``): the rows of several
+    leaderboard.json files in one page, one table per dataset (rows whose ``dataset`` records are equal), best
+    headline PSNR first, each row naming its file."""
+    out_path = Path(out)
+    if out_path.suffix not in (".md", ".html"):
+        raise ReportError(f"--out {out}: must end in .md or .html")
+    groups: dict[str, tuple[dict | None, list]] = {}
+    for name in files:
+        for row in _read_leaderboard(Path(name)):
+            record = row.get("dataset") if isinstance(row.get("dataset"), dict) else None
+            groups.setdefault(json.dumps(record, sort_keys=True), (record, []))[1].append((name, row))
+    title = "expocorr leaderboards by dataset"
+    blocks: list[Block] = [Heading(title, 1), Para(f"{len(files)} leaderboard(s) ({', '.join(f'`{f}`' for f in files)}), "
+                                                   f"{len(groups)} dataset(s). Rows are compared within a dataset only.")]
+    for record, rows in groups.values():
+        heading, lines = _dataset_heading(record)
+        rows.sort(key=lambda item: (number(item[1].get("psnr")) is None, -(number(item[1].get("psnr")) or 0.0)))
+        body = [[str(row["method"]), str(row.get("kind")) + (" (oracle)" if row.get("oracle") else "")
+                 + (f" ({row['n_missing']} missing)" if row.get("n_missing") else ""),
+                 fmt(row.get("psnr"), 2), fmt(row.get("ssim"), 4), fmt(row.get("delta_e2000"), 2),
+                 str(row.get("n_images")), f"`{name}`"] for name, row in rows]
+        blocks += [Heading(heading), Items(lines),
+                   Table(["method", "kind", "PSNR (dB)", "SSIM", "ΔE2000", "test images", "leaderboard"], body)]
+    write_text(out_path, to_markdown(blocks) if out_path.suffix == ".md" else to_html(blocks, title, {}))
+    log.info("report: %d leaderboard(s), %d dataset(s) -> %s", len(files), len(groups), out_path)
 
 
 def _json_safe(value):

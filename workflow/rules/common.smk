@@ -1,4 +1,5 @@
 # Helpers shared by the rules: parameter validation and the names every rule uses.
+import re
 import sys
 
 from expocorr import params as expocorr_params
@@ -25,11 +26,14 @@ MODELS = config["train"]["models"]
 PRETRAINED = list(config["pretrained"])
 BASELINES = config["evaluate"]["baselines"]
 METHODS = MODELS + PRETRAINED + BASELINES
+EXTERNAL = config["evaluate"]["external"]  # NAME -> folder of another program's outputs
+OUTPUT_NAMES = METHODS + [f"external-{name}" for name in EXTERNAL]  # the stems of metrics/*.json
 
 
 wildcard_constraints:
     model="|".join(MODELS) or "NO_MODEL",
     name="|".join(PRETRAINED) or "NO_PRETRAINED",
+    external="|".join(re.escape(name) for name in EXTERNAL) or "NO_EXTERNAL",
 
 
 # Threads of the jobs that use the whole machine (train, evaluate_<method>): --cores, as DVC gives each

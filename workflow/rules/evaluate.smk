@@ -4,6 +4,7 @@
 # metrics code, the downloaded network weights (the Inception Score's, when evaluate.noref names them) and
 # the extra test sets of evaluate.extra_sets and evaluate.unpaired_sets (data/extra, written by render_extra).
 # The published checkpoints of `pretrained`: one rule, `evaluate_pretrained` (the `name` wildcard), as a model.
+# Other programs' outputs (evaluate.external): rule evaluate_external, at the end.
 
 for _method, _depends, _params, _subcategory in [
     (m, f"models/{m}/model.pt", ["evaluate"], "Models") for m in MODELS
@@ -67,3 +68,38 @@ rule evaluate_pretrained:
     threads: ALL_CORES
     shell:
         "expocorr evaluate --method {wildcards.name} --params params.yaml --log {log}"
+
+
+# Other programs' outputs (evaluate.external: NAME -> folder), scored as method external:NAME into files named
+# external-NAME (`:` is special in DVC addresses): one job per name, `evaluate_external@NAME` as DVC names it.
+# The folder is an input, wherever it is (Snakemake sees a folder's time stamp: it changes when files are
+# added, removed or renamed, not when one is rewritten in place; DVC hashes the files).
+
+
+rule evaluate_external:
+    input:
+        lambda wildcards: EXTERNAL[wildcards.external],
+        "data/splits/test.csv",
+        "data/rendered/images",
+        "src/expocorr/evaluate.py",
+        "src/expocorr/external.py",
+        "src/expocorr/metrics",
+        "data/downloads/weights",
+    output:
+        json=report("metrics/external-{external}.json", caption="../report/metrics.rst", category="Metrics",
+                    subcategory="External", labels={"method": "external:{external}", "table": "summary (JSON)"}),
+        per_image=report("metrics/external-{external}_per_image.csv", caption="../report/per_image.rst",
+                         category="Metrics", subcategory="External",
+                         labels={"method": "external:{external}", "table": "per image (CSV)"}),
+        details="metrics/details/external-{external}.json",
+        extra="metrics/details/external-{external}_extra.csv",
+        unpaired="metrics/details/external-{external}_unpaired.csv",
+        results=directory("results/external-{external}"),
+    params:
+        method=lambda wildcards: f"external:{wildcards.external}",  # also named by the report captions
+        evaluate=config["evaluate"],
+    log:
+        "logs/evaluate_external-{external}.log",
+    threads: ALL_CORES
+    shell:
+        "expocorr evaluate --method {params.method} --params params.yaml --log {log}"

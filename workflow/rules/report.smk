@@ -4,9 +4,9 @@
 
 rule report:
     input:
-        expand("metrics/{method}.json", method=METHODS),
-        expand("metrics/{method}_per_image.csv", method=METHODS),
-        expand("metrics/details/{method}.json", method=METHODS),
+        expand("metrics/{method}.json", method=OUTPUT_NAMES),
+        expand("metrics/{method}_per_image.csv", method=OUTPUT_NAMES),
+        expand("metrics/details/{method}.json", method=OUTPUT_NAMES),
         expand("models/{model}/train_log.csv", model=MODELS),
         "src/expocorr/report.py",
         "src/expocorr/plot_data.py",
