@@ -13,6 +13,7 @@ from PIL import Image
 
 import bracketed
 import workspace
+from expocorr import params
 from expocorr.tables import read_csv
 
 
@@ -142,12 +143,13 @@ def test_dvc_declares_only_the_params_each_stage_reads(tmp_path):
                                 "render_extra": {"evaluate.extra_sets", "evaluate.unpaired_sets"}}
     models = yaml.safe_load((workspace.REPO / "params.yaml").read_text())["train"]["models"]
     expected |= {f"train@{m}": {"train.common", "train.plugins", f"train.{m}"} for m in models}
-    expected |= {f"evaluate@{m}": {"evaluate"} for m in models}
+    scoring = {f"evaluate.{key}" for key in params.EVALUATE_PROTOCOL}  # not evaluate.baselines nor .external
+    expected |= {f"evaluate@{m}": scoring for m in models}
     expected |= {f"pretrained@{name}": {f"pretrained.{name}"} for name in PUBLISHED}
-    expected |= {f"evaluate_pretrained@{name}": {"evaluate"} for name in PUBLISHED}
+    expected |= {f"evaluate_pretrained@{name}": scoring for name in PUBLISHED}
     baselines = yaml.safe_load((workspace.REPO / "params.yaml").read_text())["evaluate"]["baselines"]
-    expected |= {f"evaluate_baseline@{b}": {"evaluate", "render"} for b in baselines}
-    expected["evaluate_external@theirs"] = {"evaluate"}
+    expected |= {f"evaluate_baseline@{b}": scoring | {"render"} for b in baselines}
+    expected["evaluate_external@theirs"] = scoring | {"evaluate.external.theirs"}
     expected["report"] = {"report"}
     assert {name: stage["params"] for name, stage in stages.items()} == expected
 

@@ -155,7 +155,8 @@ def test_both_engines_score_the_baselines_identically(whole_dag):
 @pytest.mark.parametrize("engine", ["snakemake", "dvc"])
 def test_one_lr_change_reruns_its_model_only(whole_dag, engine):
     """Changing train.zerodce.lr makes exactly its training, its evaluation and the report out of
-    date; a report.* change only the report."""
+    date; a report.* change only the report; an external method added to evaluate.external only its
+    evaluation and the report (no other evaluation reads evaluate.external)."""
     repo = whole_dag[engine]
     params = yaml.safe_load((repo / "params.yaml").read_text())
     lr, dpi = params["train"]["zerodce"]["lr"], params["report"]["dpi"]
@@ -170,7 +171,14 @@ def test_one_lr_change_reruns_its_model_only(whole_dag, engine):
         assert set(workspace.snakemake_plan(repo)) == {"report", "all"}
     else:
         assert workspace.dvc_planned(repo) == {"report"}
-    workspace.edit_params(repo, workspace.setter("report.dpi", dpi))  # the other tests of whole_dag see it finished
+    workspace.edit_params(repo, workspace.setter("report.dpi", dpi))
+    (repo.parent / "theirs").mkdir(exist_ok=True)
+    workspace.edit_params(repo, workspace.setter("evaluate.external", {"theirs": str(repo.parent / "theirs")}))
+    if engine == "snakemake":
+        assert set(workspace.snakemake_plan(repo)) == {"evaluate_external@theirs", "report", "all"}
+    else:
+        assert workspace.dvc_planned(repo) == {"evaluate_external@theirs", "report"}
+    workspace.edit_params(repo, workspace.setter("evaluate.external", {}))  # the other tests of whole_dag see it finished
 
 
 # --- moving between engines, `dvc exp run -S`, `dvc plots show`, `snakemake --report` -------------

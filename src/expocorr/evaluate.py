@@ -47,6 +47,7 @@ from expocorr.images import read_rgb, to_uint8, write_rgb
 from expocorr.metrics import HistogramSimilarity, NoReference, delta_e2000, psnr, ssim
 from expocorr.metrics.checkerboard import grid_excess
 from expocorr.metrics.noref import NOT_COMPUTED
+from expocorr.params import EVALUATE_PROTOCOL
 from expocorr.render import IMAGES, ev_name
 from expocorr.tables import read_csv, write_csv
 
@@ -248,7 +249,7 @@ def run(params: dict, method: str) -> None:
         "examples": [_example(r, headline) for r in kept],
         "worst": _example(worst, headline),
         "provenance": {**provenance(params, rows, device), "test_max_side": max_side},  # px, scored as they are
-        "params": {"evaluate": cfg, "method": corrector.settings},
+        "params": {"evaluate": protocol(params, method), "method": corrector.settings},
     }
 
     table = [{"scene": r["scene"], "ev": r["ev"], "input": r["input"], "reference": r["reference"],
@@ -272,6 +273,14 @@ def run(params: dict, method: str) -> None:
         means = ", ".join(f"{k} {v:.3f}" for k, v in group.items() if k != "n_images")
         log.info("evaluate %s: unpaired set %s: %d photos, %s", method, name, details_["n_images"],
                  means or details_["status"])
+
+
+def protocol(params: dict, method: str) -> dict:
+    """The `evaluate` params this evaluation of `method` reads, as its stage declares them
+    (`params.EVALUATE_PROTOCOL`, and ``external.NAME`` for ``external:NAME``): what it records."""
+    cfg = params["evaluate"]
+    name = external.name_of(method)
+    return {**{k: cfg[k] for k in EVALUATE_PROTOCOL}, **({"external": {name: cfg["external"][name]}} if name else {})}
 
 
 def _external(cfg: dict, name: str, rows: list[dict]) -> tuple[methods.Method, list[dict], dict]:
@@ -444,7 +453,7 @@ def _log_to_mlflow(params: dict, method: str, corrector: methods.Method) -> None
     digests = tracking.split_digests()
     tags = {"kind": corrector.kind, "model": method, "stage": "evaluate",
             "dataset": tracking.dataset_tag(params, digests), "git_commit": tracking.git_commit()}
-    logged = {**tracking.data_params(params), **tracking.flatten(params["evaluate"], "evaluate.")}
+    logged = {**tracking.data_params(params), **tracking.flatten(protocol(params, method), "evaluate.")}
     parent = None
     if corrector.kind == "model":
         experiment_id = tracking.setup(params)

@@ -16,6 +16,10 @@ from expocorr import plugins
 from expocorr.errors import UserError, printable
 
 SCHEMA_NAME = "params.schema.yaml"
+# The `evaluate` keys every evaluation reads (the scoring protocol): what each evaluate stage declares, so
+# that adding a baseline or an external method (evaluate.baselines, evaluate.external) reruns no other one.
+EVALUATE_PROTOCOL = ("extra_sets", "unpaired_sets", "headline_reference", "y_channel", "psnr_cap", "n_examples",
+                     "device", "noref")
 MAX_BYTES = 1 << 20  # params.yaml is about 20 kB
 MAX_DEPTH = 16  # params.yaml nests 6 levels (train.msec.arch.adv_epochs.0.0)
 

@@ -27,6 +27,8 @@ PRETRAINED = list(config["pretrained"])
 BASELINES = config["evaluate"]["baselines"]
 METHODS = MODELS + PRETRAINED + BASELINES
 EXTERNAL = config["evaluate"]["external"]  # NAME -> folder of another program's outputs
+# The evaluate keys every evaluation reads (its params): adding a baseline or an external method reruns no other.
+EVALUATE = {key: config["evaluate"][key] for key in expocorr_params.EVALUATE_PROTOCOL}
 OUTPUT_NAMES = METHODS + [f"external-{name}" for name in EXTERNAL]  # the stems of metrics/*.json
 
 

@@ -1,14 +1,14 @@
 # Evaluate stage: one rule per method, `evaluate_<method>`: the models of train.models (each depends
 # on its own model file, so retraining one model re-evaluates only that model) and the baselines of
 # evaluate.baselines (which also read render.* : the oracle inverts the synthesis). Every one reads the
-# metrics code, the downloaded network weights (the Inception Score's, when evaluate.noref names them) and
+# scoring protocol's evaluate keys (EVALUATE: not evaluate.baselines nor evaluate.external), the metrics code, the downloaded network weights (the Inception Score's, when evaluate.noref names them) and
 # the extra test sets of evaluate.extra_sets and evaluate.unpaired_sets (data/extra, written by render_extra).
 # The published checkpoints of `pretrained`: one rule, `evaluate_pretrained` (the `name` wildcard), as a model.
 # Other programs' outputs (evaluate.external): rule evaluate_external, at the end.
 
 for _method, _depends, _params, _subcategory in [
-    (m, f"models/{m}/model.pt", ["evaluate"], "Models") for m in MODELS
-] + [(b, "src/expocorr/baselines", ["evaluate", "render"], "Baselines") for b in BASELINES]:
+    (m, f"models/{m}/model.pt", {}, "Models") for m in MODELS
+] + [(b, "src/expocorr/baselines", {"render": config["render"]}, "Baselines") for b in BASELINES]:
 
     rule:
         name:
@@ -33,7 +33,8 @@ for _method, _depends, _params, _subcategory in [
             results=directory(f"results/{_method}"),
         params:
             method=_method,
-            **{section: config[section] for section in _params},
+            evaluate=EVALUATE,
+            **_params,
         log:
             f"logs/evaluate_{_method}.log",
         threads: ALL_CORES  # as many as DVC gives it: same threads, same floating-point sums
@@ -62,7 +63,7 @@ rule evaluate_pretrained:
         unpaired="metrics/details/{name}_unpaired.csv",
         results=directory("results/{name}"),
     params:
-        evaluate=config["evaluate"],
+        evaluate=EVALUATE,
     log:
         "logs/evaluate_{name}.log",
     threads: ALL_CORES
@@ -97,7 +98,8 @@ rule evaluate_external:
         results=directory("results/external-{external}"),
     params:
         method=lambda wildcards: f"external:{wildcards.external}",  # also named by the report captions
-        evaluate=config["evaluate"],
+        evaluate=EVALUATE,
+        folder=lambda wildcards: EXTERNAL[wildcards.external],
     log:
         "logs/evaluate_external-{external}.log",
     threads: ALL_CORES
