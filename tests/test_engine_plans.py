@@ -113,6 +113,12 @@ def with_external(tmp_path):
     return workspace.setter("evaluate.external", {"theirs": str(folder)})
 
 
+def with_published(tmp_path):
+    """`with_external`'s edit, and both published checkpoints of params-paper.yaml in `pretrained`."""
+    external = with_external(tmp_path)
+    return lambda p: (external(p), p.update(pretrained=PUBLISHED))
+
+
 def test_dvc_yaml_matches_snakemake_dag(tmp_path):
     """Stage names, inputs, outputs and commands in dvc.yaml equal those in the Snakemake DAG, an external
     method's (`evaluate_external@NAME`) included.
@@ -120,7 +126,7 @@ def test_dvc_yaml_matches_snakemake_dag(tmp_path):
     The one difference is the report stage: DVC cannot expand a list of files into `deps`, so it
     depends on the metrics/ and models/ folders that hold exactly the files Snakemake lists.
     """
-    repo = workspace.make(tmp_path, lambda p: (with_external(tmp_path)(p), p.update(pretrained=PUBLISHED)))
+    repo = workspace.make(tmp_path, with_published(tmp_path))
     plan = workspace.snakemake_plan(repo, "--forceall")
     plan.pop("all")
     assert {"pretrained@zerodce-official", "evaluate_pretrained@zerodce_pp-official"} <= set(plan)
@@ -138,7 +144,7 @@ def test_dvc_yaml_matches_snakemake_dag(tmp_path):
 
 
 def test_dvc_declares_only_the_params_each_stage_reads(tmp_path):
-    stages = workspace.dvc_stages(workspace.make(tmp_path, lambda p: (with_external(tmp_path)(p), p.update(pretrained=PUBLISHED))))
+    stages = workspace.dvc_stages(workspace.make(tmp_path, with_published(tmp_path)))
     expected: dict[str, set] = {"download": {"data"}, "render": {"render"}, "split": {"split"},
                                 "render_extra": {"evaluate.extra_sets", "evaluate.unpaired_sets"}}
     models = yaml.safe_load((workspace.REPO / "params.yaml").read_text())["train"]["models"]
