@@ -93,3 +93,73 @@ def test_bad_shapes_are_refused(photo):
         guided_upsample(photo, low, low[:10])
     with pytest.raises(ValueError, match="full_in"):
         guided_upsample(photo[..., 0], low, low)
+
+
+# ------------------------------------------- the NumPy implementation the torch one replaced (expocorr 02b111a)
+
+def numpy_fit_grid(low_in, low_out, cell, bins, eps=1e-4, smooth=1):
+    """The former fit: per-node float64 normal equations splatted with np.bincount, scipy's [1, 2, 1] blur."""
+    from scipy.ndimage import convolve1d
+
+    def axis_weights(coord, n):
+        coord = np.clip(coord, 0.0, n - 1)
+        i0 = np.minimum(np.floor(coord).astype(np.int64), n - 2)
+        return i0, (coord - i0).astype(np.float32)
+
+    h, w = low_in.shape[:2]
+    gh, gw, gd = int(np.ceil(h / cell)) + 1, int(np.ceil(w / cell)) + 1, bins + 1
+    flat_in, flat_out = low_in.reshape(-1, 3), low_out.reshape(-1, 3)
+    index = np.arange(h * w)
+    x = np.concatenate([flat_in.astype(np.float64), np.ones((h * w, 1))], axis=1)
+    y = flat_out.astype(np.float64)
+    iy, fy = axis_weights((index // w + 0.5) / cell, gh)
+    ix, fx = axis_weights((index % w + 0.5) / cell, gw)
+    iz, fz = axis_weights((flat_in @ np.array([0.25, 0.5, 0.25], np.float32)) * bins, gd)
+    stats = np.concatenate([(x[:, :, None] * x[:, None, :]).reshape(-1, 16),
+                            (x[:, :, None] * y[:, None, :]).reshape(-1, 12), np.ones((h * w, 1))], axis=1)
+    acc = np.zeros((gh * gw * gd, 29))
+    for dy, dx, dz in np.ndindex(2, 2, 2):
+        node = ((iy + dy) * gw + (ix + dx)) * gd + (iz + dz)
+        weight = ((fy if dy else 1 - fy) * (fx if dx else 1 - fx) * (fz if dz else 1 - fz)).astype(np.float64)
+        for k in range(29):
+            acc[:, k] += np.bincount(node, weights=weight * stats[:, k], minlength=gh * gw * gd)
+    total = acc.sum(axis=0)
+    global_a = np.linalg.lstsq(total[:16].reshape(4, 4) + 1e-9 * np.eye(4), total[16:28].reshape(4, 3), rcond=None)[0]
+    acc = acc.reshape(gh, gw, gd, -1)
+    for _ in range(smooth):
+        for axis in range(3):
+            acc = convolve1d(acc, [0.25, 0.5, 0.25], axis=axis, mode="nearest")
+    lam = (eps * acc[..., 28] + 1e-6)[..., None, None]
+    a = np.linalg.solve(acc[..., :16].reshape(gh, gw, gd, 4, 4) + lam * np.eye(4),
+                        acc[..., 16:28].reshape(gh, gw, gd, 4, 3) + lam * global_a)
+    return np.swapaxes(a, -1, -2).astype(np.float32)
+
+
+def numpy_slice_grid(grid, full_in, low_shape, cell):
+    """The former slice: the grid's trilinear interpolation gathered with NumPy fancy indexing."""
+    gh, gw, gd = grid.shape[:3]
+    (big_h, big_w), (low_h, low_w) = full_in.shape[:2], low_shape
+    cx = np.clip((np.arange(big_w) + 0.5) * (low_w / big_w) / cell, 0, gw - 1)
+    cy = np.clip((np.arange(big_h) + 0.5) * (low_h / big_h) / cell, 0, gh - 1)
+    cz = np.clip(full_in @ np.array([0.25, 0.5, 0.25], np.float32) * (gd - 1), 0, gd - 1)
+    ix, iy, iz = (np.minimum(np.floor(c).astype(np.int64), n - 2) for c, n in ((cx, gw), (cy, gh), (cz, gd)))
+    fx, fy, fz = cx - ix, cy - iy, cz - iz
+    a = np.zeros((big_h, big_w, 3, 4), np.float64)
+    for dy, dx, dz in np.ndindex(2, 2, 2):
+        weight = ((fy if dy else 1 - fy)[:, None] * (fx if dx else 1 - fx)[None, :] * (fz if dz else 1 - fz))
+        a += grid[(iy + dy)[:, None], (ix + dx)[None, :], iz + dz] * weight[..., None, None]
+    return (a[..., :3] @ full_in[..., None].astype(np.float64))[..., 0] + a[..., 3]
+
+
+@pytest.mark.parametrize("cell, bins", [(16.0, 8), (200 / 21, 7)], ids=["default", "msec"])
+def test_torch_fit_and_slice_match_the_former_numpy_implementation(photo, cell, bins):
+    """The torch grid (sparse splat, batched solves) and slice (grid_sample over row bands) give the former
+    NumPy implementation's grid and full-resolution result within 1e-4, at the default grid and MSEC's."""
+    low = downscale(photo, (200, 300))
+    low_out = varying_tone(low)
+    grid = fit_grid(low, low_out, cell=cell, bins=bins)
+    reference = numpy_fit_grid(low, low_out, cell, bins)
+    np.testing.assert_allclose(grid.numpy(), reference, atol=1e-4)
+    full = photo[:600, :900]
+    np.testing.assert_allclose(slice_grid(grid, full, low.shape[:2], cell=cell),
+                               numpy_slice_grid(reference, full, low.shape[:2], cell), atol=1e-4)

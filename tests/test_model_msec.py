@@ -288,7 +288,7 @@ def test_large_photos_run_as_the_official_demo(monkeypatch):
     out = inference.run_model(model, rgb, torch.device("cpu"))
     assert out.shape == rgb.shape and out.dtype == np.float32
     assert calls == [((1, 3, 341, 512), True)]
-    assert fits == [((200, 200, 3), (200, 200, 3), {"cell": 200 / 21, "bins": 7})]
+    assert fits == [((200, 200, 3), (200, 200, 3), {"cell": 200 / 21, "bins": 7, "device": torch.device("cpu")})]
     with torch.no_grad():
         small = inference.run_model(model, rgb[:300, :400], torch.device("cpu"))  # up to 512 px: as it is
     assert calls[-1] == ((1, 3, 300, 400), False) and small.shape == (300, 400, 3)

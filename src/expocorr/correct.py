@@ -135,11 +135,17 @@ def best_method(metrics: Path = METRICS) -> tuple[str, str]:
     return name, f"best learned model {where} ({psnr:.1f} dB PSNR{rival})"
 
 
-def load_corrector(spec: str | None, device, metrics: Path = METRICS, checkpoint_format: str = "auto"):
-    """The `methods.Method` for --model `spec` (None: the best on the leaderboard in `metrics`); a file is
-    read as `checkpoint_format` (`inference.load_model`)."""
+def load_corrector(spec: str | None, device: str = "auto", metrics: Path = METRICS, checkpoint_format: str = "auto"):
+    """The `methods.Method` for --model `spec` (None: the best on the leaderboard in `metrics`); a model on
+    `device` (--device: `inference.pick_device`), a file read as `checkpoint_format` (`inference.load_model`).
+    A baseline loads without torch (start-up: README "Correct your own photos")."""
     from expocorr import methods
     from expocorr.baselines import BASELINES
+
+    def on_device():
+        from expocorr import inference
+
+        return inference.pick_device(device)
 
     if spec is None:
         spec, reason = best_method(metrics)
@@ -148,7 +154,7 @@ def load_corrector(spec: str | None, device, metrics: Path = METRICS, checkpoint
     if spec.endswith(".pt") or (path.is_file() and spec not in BASELINES):
         if not path.is_file():
             raise CorrectError(f"--model {spec!r}: no such model file")
-        return methods.load_method(path.parent.name, device, path=path, checkpoint_format=checkpoint_format)
+        return methods.load_method(path.parent.name, on_device(), path=path, checkpoint_format=checkpoint_format)
     if spec in BASELINES:
         baseline = BASELINES[spec]
         if baseline.oracle:
@@ -156,7 +162,8 @@ def load_corrector(spec: str | None, device, metrics: Path = METRICS, checkpoint
                                "rendered at; your photos have none")
         if baseline.needs_stack:
             raise CorrectError(f"--model {spec}: merges an exposure stack, it cannot correct single photos")
-    return methods.load_method(spec, device)
+        return methods.load_method(spec)
+    return methods.load_method(spec, on_device())
 
 
 def collect(inputs: list[str], suffix: str, outdir: Path | None) -> tuple[list[tuple[Path, Path]], list[str]]:
@@ -243,7 +250,6 @@ def ours(out: Path, recorded: dict[str, str], max_bytes: int) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Correct every photo named by `args`; 0 when all were written, 1 when any failed."""
-    from expocorr import inference
     from expocorr.atomic import write_bytes, write_text
     from expocorr.photo_io import encode_photo, max_file_bytes, output_format, quoted, read_photo
 
@@ -256,8 +262,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("correct: %s", line)
     if not photos:
         raise CorrectError("no photos found (JPEG, PNG, TIFF or camera raw) in " + ", ".join(map(quoted, args.inputs)))
-    device = inference.pick_device(args.device)
-    corrector = load_corrector(args.model, device, checkpoint_format=args.checkpoint_format)
+    corrector = load_corrector(args.model, args.device, checkpoint_format=args.checkpoint_format)
     inputs = {p.resolve() for p, _ in photos}
     outputs: dict[Path, Path] = {}  # output -> the photo it was written for, in this run
     manifests: dict[Path, dict[str, str]] = {}  # output folder -> its manifest

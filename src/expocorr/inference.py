@@ -305,7 +305,8 @@ def run_msec(model: nn.Module, rgb: np.ndarray, device: torch.device) -> np.ndar
     out = _forward(lambda x: model(x, scale_bands=max(rgb.shape[:2]) > GUIDED_SIDE), small, device)
     fit = (MSEC_FIT_SIDE, MSEC_FIT_SIDE)
     low_in, low_out = (cv2.resize(im, fit, interpolation=cv2.INTER_AREA) for im in (small, out))
-    return guided_upsample(rgb, low_in, low_out, cell=MSEC_FIT_SIDE / (MSEC_GRID[1] - 1), bins=MSEC_GRID[2] - 1)
+    return guided_upsample(rgb, low_in, low_out, cell=MSEC_FIT_SIDE / (MSEC_GRID[1] - 1), bins=MSEC_GRID[2] - 1,
+                           device=device)
 
 
 def run_model(model: nn.Module, rgb: np.ndarray, device: torch.device, strategy: str | None = None) -> np.ndarray:
@@ -321,7 +322,7 @@ def run_model(model: nn.Module, rgb: np.ndarray, device: torch.device, strategy:
     if strategy == "guided" and name == "msec":
         return run_msec(model, rgb, device)
     if strategy == "guided":
-        return run_guided(lambda small: _forward(model, small, device), rgb, GUIDED_SIDE)
+        return run_guided(lambda small: _forward(model, small, device), rgb, GUIDED_SIDE, device)
     if strategy == "tiled":
         return run_tiled(model, rgb, device)
     if strategy != "direct":

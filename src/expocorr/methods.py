@@ -16,7 +16,6 @@ import cv2
 import numpy as np
 
 from expocorr.errors import UserError
-from expocorr.guided_upsampling import guided_upsample
 
 MODELS_DIR = Path("models")
 BASELINE_DIRECT_MEGAPIXELS = 4.0
@@ -40,10 +39,13 @@ def downscaled(rgb: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
-def run_guided(fn, rgb: np.ndarray, side: int) -> np.ndarray:
-    """`fn` (float RGB -> float RGB) on `rgb` downscaled to `side` px, guided-upsampled to full size."""
+def run_guided(fn, rgb: np.ndarray, side: int, device="cpu") -> np.ndarray:
+    """`fn` (float RGB -> float RGB) on `rgb` downscaled to `side` px, guided-upsampled to full size on
+    `device` (`expocorr.guided_upsampling`: torch, imported on use)."""
+    from expocorr.guided_upsampling import guided_upsample
+
     small = downscaled(rgb, side)
-    return guided_upsample(rgb, small, fn(small))
+    return guided_upsample(rgb, small, fn(small), device=device)
 
 
 def run_baseline(fn, name: str, rgb: np.ndarray, ctx: dict) -> np.ndarray:
