@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 METRICS = Path("metrics")
 # What a baseline learns about a user's photo: nothing of a synthesis (no EV); sRGB-encoded files.
 PHOTO_CTX = {"ev": None, "render": {"curve": "srgb", "gamma": 2.2, "tau": 1.0}}
-LEARNED = ("model", "pretrained")  # trained by the pipeline, or a published checkpoint (the pretrained stage)
 NOT_CORRECTORS = {"identity"}  # never the default: it changes nothing
 DEFAULT_MAX_MEGAPIXELS = 100.0  # correct.max_megapixels of params.yaml, used where there is no params file
 MANIFEST = ".expocorr-correct.json"  # in each output folder: output name -> sha256 of the bytes written
@@ -116,9 +115,9 @@ def best_method(metrics: Path = METRICS) -> tuple[str, str]:
 
     entries = _leaderboard(metrics)
     learned = [(name, data) for name, data in entries
-               if data.get("kind") in LEARNED and methods.model_path(name).exists()]
-    baselines = [(name, data) for name, data in entries if data.get("kind") not in LEARNED and not data.get("oracle")
-                 and name not in NOT_CORRECTORS and not (name in BASELINES and BASELINES[name].needs_stack)]
+               if data.get("kind") in methods.LEARNED_KINDS and methods.model_path(name).exists()]
+    baselines = [(name, data) for name, data in entries if data.get("kind") not in methods.LEARNED_KINDS
+                 and not data.get("oracle") and name not in NOT_CORRECTORS and not (name in BASELINES and BASELINES[name].needs_stack)]
     sets = [key for _, data in learned for key in (data.get("extra") or {})]
     column = next((key for key in sets if any(math.isfinite(_psnr(d, key)) for _, d in learned)), None)
     ranked = sorted(((_psnr(d, column), n) for n, d in learned if math.isfinite(_psnr(d, column))), reverse=True)

@@ -21,6 +21,7 @@ MODELS_DIR = Path("models")
 BASELINE_DIRECT_MEGAPIXELS = 4.0
 GUIDED_BASELINES = {"ev_auto", "mertens", "inverse_synthesis"}  # float64 full-resolution copies: >3 GB at 24 MP
 BASELINE_GUIDED_SIDE = 2048
+LEARNED_KINDS = ("model", "pretrained")  # a `Method`'s kind when it learned: trained here, or a published checkpoint
 
 
 class MethodError(UserError, ValueError):

@@ -38,6 +38,7 @@ from expocorr.atomic import atomic_dir, write_text
 from expocorr.errors import UserError
 from expocorr.images import ImageError, read_rgb, resize_max_side, to_uint8
 from expocorr.metrics.histogram import luminance
+from expocorr.methods import LEARNED_KINDS
 from expocorr.plot_data import write as write_plot_data
 from expocorr.tables import finite_float, read_csv
 
@@ -50,7 +51,6 @@ LATENCY = Path("reports/bench/infer_latency.json")
 OUT = Path("reports")
 FIGURES = OUT / "figures"
 
-LEARNED = ("model", "pretrained")  # kinds of learned methods: trained here, or a published checkpoint
 NOT_COMPUTED = "not computed"
 NO_VALUE = "—"
 SCORES = ("psnr", "ssim", "delta_e2000")
@@ -198,7 +198,7 @@ def load_methods(folder: Path = METRICS) -> list[Method]:
         name = str(data.get("method") or path.stem)
         if name in methods:
             raise ReportError(f"{path}: method {name!r} is also in {methods[name].source}")
-        kind = data.get("kind") if data.get("kind") in (*LEARNED, "baseline", "external") else "baseline"
+        kind = data.get("kind") if data.get("kind") in (*LEARNED_KINDS, "baseline", "external") else "baseline"
         method = Method(name, kind, bool(data.get("oracle")), data, path)
         table = folder / f"{path.stem}_per_image.csv"
         if table.exists():
@@ -300,7 +300,7 @@ def leaderboard(methods: list[Method], latency: dict[str, dict], ranked: bool = 
             "rank": rank if ranked else None, "method": m.name, "kind": m.kind, "oracle": m.oracle,
             **{key: m.score(key) for key in (*SCORES, *HIST)},
             "n_parameters": (int(n_parameters) if number(n_parameters) is not None else NOT_COMPUTED)
-            if m.kind in LEARNED else None,
+            if m.kind in LEARNED_KINDS else None,
             "seconds_per_megapixel": seconds, "seconds_per_megapixel_source": source,
             "n_images": m.data.get("n_images"), "headline_reference": m.data.get("headline_reference"),
             **({"n_missing": m.data.get("n_missing")} if m.kind == "external" else {}),
@@ -646,9 +646,9 @@ def grid_rows(chosen: list[Method], max_examples: int) -> list[PhotoRow]:
 def worst_rows(methods: list[Method], chosen: list[Method]) -> list[tuple[Method, PhotoRow]]:
     """Each model's worst test pair by PSNR, then each grid baseline's: input, its output, reference."""
     rows = []
-    for m in sorted(methods, key=lambda m: m.kind not in LEARNED):  # leaderboard order within each kind
+    for m in sorted(methods, key=lambda m: m.kind not in LEARNED_KINDS):  # leaderboard order within each kind
         w = m.worst
-        if w is None or (m.kind not in LEARNED and m not in chosen):
+        if w is None or (m.kind not in LEARNED_KINDS and m not in chosen):
             continue
         label = f"{m.name}\n{w.get('scene')}\nEV {ev_label(_ev_key(w['ev']))}"
         rows.append((m, PhotoRow(label, [Cell(w.get("input")), Cell(w.get("output"), number(w.get("psnr"))),
