@@ -224,6 +224,7 @@ def test_default_parameter_counts():
         ({"adv_epochs": [[3, 3]]}, "adv_epochs"),
         ({"adv_epochs": 4}, "adv_epochs"),
         ({"wiring": "paper"}, "wiring"),
+        ({"variant": "keras"}, "variant"),
         ({"band_scale": [1.5, 1.5, 1.05]}, "band_scale"),
         ({"band_scale": [1.5, 1.5, 1.5, 0]}, "band_scale"),
     ],

@@ -31,7 +31,7 @@ def official_file(path: Path, model: str, seed: int = 0) -> Path:
     """A checkpoint in the authors' layout (a bare state_dict, as their lowlight_train.py saves it), with
     random weights."""
     torch.manual_seed(seed)
-    net = build(model, pretrained.official_arch(model))
+    net = build(model, pretrained.published_arch(model))
     for p in net.parameters():
         torch.nn.init.normal_(p, std=0.05)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +82,7 @@ def test_an_expocorr_model_file_from_elsewhere_is_taken_as_it_is(http_server, tm
     """format expocorr: another run's model.pt keeps its arch and weights; one recording another model than
     `pretrained.NAME.model` is refused, naming the URL."""
     sd = torch.load(official_file(tmp_path / "Epoch99.pth", "zerodce_pp"), weights_only=True)
-    arch = {**pretrained.official_arch("zerodce_pp"), "inference_scale": 1}
+    arch = {**pretrained.published_arch("zerodce_pp"), "inference_scale": 1}
     torch.save({"model": "zerodce_pp", "arch": arch, "state_dict": sd, "params": {}}, http_server.root / "model.pt")
     url = http_server.url("model.pt")
     file = params_with(tmp_path, {"theirs-run": {"model": "zerodce_pp", "url": url},

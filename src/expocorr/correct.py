@@ -1,6 +1,6 @@
 """`expocorr correct`: correct people's own photos at full resolution with a trained model or a baseline.
 
-    expocorr correct PHOTO_OR_FOLDER... [--model NAME|PATH] [--checkpoint-format auto|expocorr|official]
+    expocorr correct PHOTO_OR_FOLDER... [--model NAME|PATH] [--checkpoint-format auto|expocorr|official|pytorch_port]
                      [-o OUTDIR] [--suffix _corrected]
                      [--format same|jpg|png|tif] [--quality 95] [--device auto] [--overwrite]
                      [--params params.yaml]
@@ -49,12 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="PHOTO_OR_FOLDER", help="photos and folders (searched recursively)")
     parser.add_argument("--model", default=None,
                         help="a trained model (name in models/ or a model.pt path; an authors' official checkpoint "
-                             "file too, e.g. Zero-DCE's Epoch99.pth) or a baseline; default: the best learned model "
-                             "on the leaderboard (metrics/*.json), on its real-error column (evaluate.extra_sets) "
-                             "when it has one")
-    parser.add_argument("--checkpoint-format", default="auto", choices=["auto", "expocorr", "official"],
+                             "file too, e.g. Zero-DCE's Epoch99.pth, or MSEC's PyTorch port's MSPECnet_woadv.pth) or "
+                             "a baseline; default: the best learned model on the leaderboard (metrics/*.json), on its "
+                             "real-error column (evaluate.extra_sets) when it has one")
+    parser.add_argument("--checkpoint-format", default="auto", choices=["auto", "expocorr", "official", "pytorch_port"],
                         help="how to read a --model file: expocorr's model file, an authors' official state_dict "
-                             "(zerodce, zerodce_pp), or auto: told apart by its keys (default)")
+                             "(zerodce, zerodce_pp), the snapshot of MSEC's PyTorch port (LZ-CH), or auto: told "
+                             "apart by its keys (default)")
     parser.add_argument("-o", "--outdir", default=None,
                         help="write here (a folder's sub-folders are kept); default: next to each photo")
     parser.add_argument("--suffix", default="_corrected", help="added to each output's name (default: _corrected)")

@@ -126,9 +126,10 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", expected: s
     """Build and load a model file; returns (model in eval mode, checkpoint).
 
     `checkpoint_format`: ``expocorr`` (written by the train or pretrained stage), ``official`` (an
-    authors' state_dict, e.g. Zero-DCE's Epoch99.pth: `pretrained.from_official`), or ``auto`` (either,
-    told apart by the keys). Refused, naming the file: pickled objects, a layout that is neither, a file
-    recording another model than `expected`, and non-finite (NaN or infinite) weights."""
+    authors' state_dict, e.g. Zero-DCE's Epoch99.pth), ``pytorch_port`` (MSEC's PyTorch port's snapshot:
+    `pretrained.from_published`), or ``auto`` (any, told apart by the keys). Refused, naming the file:
+    pickled objects, a layout that is none of these, a file recording another model than `expected`, and
+    non-finite (NaN or infinite) weights."""
     from expocorr import pretrained
 
     path = Path(path)
@@ -145,11 +146,12 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", expected: s
             reason = "corrupt or not a PyTorch file"
         raise MethodError(f"{name}: not a loadable expocorr model file: {reason}") from None
     ours = isinstance(checkpoint, dict) and {"model", "arch", "state_dict"} <= checkpoint.keys()
-    if checkpoint_format == "official" or (checkpoint_format == "auto" and not ours):
+    if checkpoint_format in pretrained.PUBLISHED or (checkpoint_format == "auto" and not ours):
+        fmt = None if checkpoint_format == "auto" else checkpoint_format
         try:
-            checkpoint = pretrained.from_official(checkpoint, name)
+            checkpoint = pretrained.from_published(checkpoint, name, fmt=fmt)
         except pretrained.PretrainedError as exc:
-            ours_too = "" if checkpoint_format == "official" else "not an expocorr model file (model, arch, state_dict); "
+            ours_too = "" if fmt else "not an expocorr model file (model, arch, state_dict); "
             raise MethodError(f"{name}: {ours_too}{str(exc).removeprefix(name + ': ')}") from None
     elif not ours:
         raise MethodError(f"{name}: not an expocorr model file (needs model, arch and state_dict)")

@@ -6,7 +6,11 @@ sha256) and/or gives `model`, `url`, `sha256`, `format`; its own keys override t
 pointing at a local mirror, still checked against the preset's sha256). Formats:
 
 * ``official``: the authors' PyTorch state_dict (Zero-DCE and Zero-DCE++: ``Epoch99.pth``), whose keys
-  are expocorr's layer names; built with the architecture their test scripts run (OFFICIAL_ARCH).
+  are expocorr's layer names; built with the architecture their test scripts run (`published_arch`).
+* ``pytorch_port``: the snapshot of MSEC's PyTorch port, LZ-CH/Exposure_Correction-pytorch
+  (``MSPECnet_woadv.pth``, its ``MSPEC_Net`` state_dict); the MSEC authors published MATLAB weights only.
+  Renamed layer by layer (`port_keys`), its BGR channels turned to RGB, built as ``msec`` with
+  ``variant: pytorch_port`` (`models.msec.PORT_ARCH`: the port's activations and OpenCV pyramid).
 * ``expocorr``: a model file written by `expocorr train` elsewhere (e.g. a colleague's run).
 
 The model file records where it came from (``metadata.pretrained``: URL, sha256, format), so the
@@ -23,7 +27,7 @@ from expocorr.errors import UserError
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("official", "expocorr")
+FORMATS = ("official", "pytorch_port", "expocorr")
 # The published checkpoints expocorr can score as they are (README "Published checkpoints").
 PRESETS = {
     "zerodce-official": {
@@ -41,9 +45,9 @@ PRESETS = {
         "format": "official",
     },
 }
-# Models whose authors' state_dict loads into expocorr's model as it is, and the architecture their test
-# scripts run it with (models/zerodce.py, models/zerodce_pp.py: PAPER_ARCH; Zero-DCE++ at scale 12).
-OFFICIAL_MODELS = ("zerodce", "zerodce_pp")
+# The published layouts other than expocorr's and the models they hold.
+PUBLISHED = {"official": ("zerodce", "zerodce_pp"), "pytorch_port": ("msec",)}
+BGR_TO_RGB = [2, 1, 0]  # the port reads photos with cv2.imread: its first and last layers see BGR
 
 
 class PretrainedError(UserError, ValueError):
@@ -58,17 +62,68 @@ def resolve(name: str, entry: dict) -> dict:
         if not spec.get(key):
             raise PretrainedError(f"pretrained.{name}.{key}: missing (give it, or a preset: "
                                   f"{', '.join(PRESETS)})")
-    if spec["format"] == "official" and spec["model"] not in OFFICIAL_MODELS:
-        raise PretrainedError(f"pretrained.{name}.model: {spec['model']!r} has no official format; "
-                              f"format official is known for {', '.join(OFFICIAL_MODELS)}")
+    fmt = spec["format"]
+    if fmt in PUBLISHED and spec["model"] not in PUBLISHED[fmt]:
+        raise PretrainedError(f"pretrained.{name}.model: {spec['model']!r} has no {fmt} format; format {fmt} is "
+                              f"known for {', '.join(PUBLISHED[fmt])}")
     return spec
 
 
-def official_arch(model: str) -> dict:
-    """The architecture an official checkpoint of `model` is run with (its PAPER_ARCH)."""
-    from expocorr.models import zerodce, zerodce_pp
+def published_arch(model: str, fmt: str = "official") -> dict:
+    """The architecture a published checkpoint of `model` in format `fmt` is run with."""
+    from expocorr.models import msec, zerodce, zerodce_pp
 
+    if fmt == "pytorch_port":
+        return dict(msec.PORT_ARCH)
     return dict({"zerodce": zerodce.PAPER_ARCH, "zerodce_pp": zerodce_pp.PAPER_ARCH}[model])
+
+
+def port_keys(arch: dict) -> dict[str, str]:
+    """expocorr's msec generator keys -> the port's (model.py: MSPEC_Net's subnet1 is the coarsest level,
+    up1 lifts it; in a SubNet of depth d, block1..d encode, block d+1 is the bridge, up j and block d+1+j
+    decode)."""
+    n, depths = arch["levels"], arch["depths"]
+    names = {}
+    for s, d in enumerate(depths):  # expocorr's subnets: finest first
+        ours, port = f"subnets.{s}.", f"subnet{n - s}."
+        pairs = [(f"encoder.{i}", f"block{i + 1}") for i in range(d)] + [("bridge", f"block{d + 1}")]
+        pairs += [(f"decoder.{i}", f"block{2 * d + 1 - i}") for i in range(d)]
+        for a, b in pairs:
+            for conv, cnn in (("0", "cnn_conv1"), ("2", "cnn_conv2")):
+                for t in ("weight", "bias"):
+                    names[f"{ours}{a}.{conv}.{t}"] = f"{port}{b}.{cnn}.{t}"
+        for t in ("weight", "bias"):
+            names.update({f"{ours}up.{i}.{t}": f"{port}up{d - i}.up.{t}" for i in range(d)})
+            names[f"{ours}final.{t}"] = f"{port}finalconv.{t}"
+    for k in range(n - 1):
+        for t in ("weight", "bias"):
+            names[f"upsamplers.{k}.{t}"] = f"up{n - 1 - k}.up.{t}"
+    return names
+
+
+def _from_port(tensors: dict, file: str) -> dict | None:
+    """expocorr's msec state_dict from the port's `tensors` (None when the keys or shapes differ)."""
+    import torch
+
+    from expocorr import models
+
+    arch = published_arch("msec", "pytorch_port")
+    torch.manual_seed(0)  # the discriminator, absent from the port's snapshot, is only used in training
+    state = models.build("msec", arch).state_dict()
+    names = port_keys(arch)
+    if set(names.values()) != set(tensors) or any(tuple(tensors[p].shape) != tuple(state[k].shape)
+                                                   for k, p in names.items()):
+        return None
+    for key, port in names.items():
+        t = tensors[port]
+        if key.startswith("upsamplers."):  # 3 -> 3 channels: both sides BGR
+            t = t[BGR_TO_RGB][:, BGR_TO_RGB] if t.dim() == 4 else t[BGR_TO_RGB]
+        elif key.endswith("encoder.0.0.weight"):
+            t = t[:, BGR_TO_RGB]
+        elif ".final." in key:
+            t = t[BGR_TO_RGB]
+        state[key] = t.clone()
+    return state
 
 
 def _tensors(state: object, file: str) -> dict:
@@ -83,30 +138,33 @@ def _tensors(state: object, file: str) -> dict:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def detect_official(state: dict) -> str | None:
-    """The model whose official layout (key names and shapes) `state` has, or None."""
+def _as_published(tensors: dict, fmt: str, model: str, file: str) -> dict | None:
+    """expocorr's state_dict of `model` from `tensors` in published format `fmt`, or None if they do not fit."""
     from expocorr import models
 
-    shapes = {k: tuple(v.shape) for k, v in state.items()}
-    for model in OFFICIAL_MODELS:
-        expected = models.build(model, official_arch(model)).state_dict()
-        if shapes == {k: tuple(v.shape) for k, v in expected.items()}:
-            return model
-    return None
+    if fmt == "pytorch_port":
+        return _from_port(tensors, file)
+    expected = models.build(model, published_arch(model)).state_dict()
+    fits = {k: tuple(v.shape) for k, v in tensors.items()} == {k: tuple(v.shape) for k, v in expected.items()}
+    return tensors if fits else None
 
 
-def from_official(state: object, file: str, model: str | None = None) -> dict:
-    """An expocorr checkpoint (model, arch, state_dict) from an authors' state_dict: of `model`, or of
-    the model its keys match (None). Refused, naming `file`, when the keys fit no known layout."""
+def from_published(state: object, file: str, model: str | None = None, fmt: str | None = None) -> dict:
+    """An expocorr checkpoint (model, arch, state_dict) from a published state_dict: of `model` in format
+    `fmt`, or of whichever model and published format its keys match (None). Refused, naming `file`, when
+    the keys fit no known layout."""
     tensors = _tensors(state, file)
-    detected = detect_official(tensors)
-    if detected is None or (model is not None and detected != model):
-        want = model or " or ".join(OFFICIAL_MODELS)
-        keys = ", ".join(list(tensors)[:3])
-        raise PretrainedError(f"{file}: its keys ({keys}, …; {len(tensors)} tensors) are not the official {want} "
-                              "layout")
-    return {"model": detected, "arch": official_arch(detected), "state_dict": tensors,
-            "metadata": {"pretrained": {"format": "official"}}}
+    for f in [fmt] if fmt else list(PUBLISHED):
+        for m in PUBLISHED[f]:
+            if model in (None, m):
+                converted = _as_published(tensors, f, m, file)
+                if converted is not None:
+                    return {"model": m, "arch": published_arch(m, f), "state_dict": converted,
+                            "metadata": {"pretrained": {"format": f}}}
+    want = " or ".join(f"the {f} {m} layout" for f in ([fmt] if fmt else PUBLISHED) for m in PUBLISHED[f]
+                       if model in (None, m))
+    keys = ", ".join(list(tensors)[:3])
+    raise PretrainedError(f"{file}: its keys ({keys}, …; {len(tensors)} tensors) are not {want}")
 
 
 def convert(path: Path, spec: dict, name: str) -> dict:
@@ -122,8 +180,8 @@ def convert(path: Path, spec: dict, name: str) -> dict:
     except Exception:  # weights_only=True refuses pickled objects (arbitrary code on load)
         raise PretrainedError(f"{file}: not a PyTorch checkpoint of plain tensors (pickled objects are refused "
                               "for safety, weights_only=True)") from None
-    if spec["format"] == "official":
-        checkpoint = from_official(state, file, spec["model"])
+    if spec["format"] in PUBLISHED:
+        checkpoint = from_published(state, file, spec["model"], spec["format"])
     else:
         if not (isinstance(state, dict) and {"model", "arch", "state_dict"} <= state.keys()):
             raise PretrainedError(f"{file}: not an expocorr model file (needs model, arch and state_dict); "

@@ -70,6 +70,13 @@ for such photos only). Training never scales.
 
 Any H×W: reflect-padded (bottom/right) to a multiple of max_l 2^(l−1+depth_l) (128 at paper scale,
 64 for the defaults) and cropped back; the pyramid loss is taken on the un-padded region.
+
+``variant`` (VARIANTS): ``matlab``, all of the above (the authors' code), or ``pytorch_port``, the network
+of the PyTorch port LZ-CH/Exposure_Correction-pytorch (``model.py``, ``tools/decomposition.py``), whose
+published snapshot (``MSPECnet_woadv.pth``) `expocorr.pretrained` converts (PORT_ARCH): LeakyReLU(0.01)
+(``nn.LeakyReLU()``'s default) in the U-Nets and after every transposed convolution, the decoder's and the
+inter-level upsamplers' alike, and OpenCV's pyramid (``cv2.pyrDown`` / ``cv2.pyrUp``: the 5-tap filter
+[1 4 6 4 1]/16 once, reflect-101 borders; `cv_pyr_down`, `cv_pyr_up`). Same wiring as ``official``.
 """
 
 from __future__ import annotations
@@ -86,6 +93,7 @@ from torch import Tensor, nn
 from expocorr.models.registry import register
 
 WIRINGS = ("official", "residual")
+VARIANTS = ("matlab", "pytorch_port")
 # Paper scale: create_generator.m (depths, filters), createDiscriminator.m (D), final_Loss.m (W),
 # main_training.m (the adversarial epochs), demo_single_image.m (band_scale).
 PAPER_ARCH = {
@@ -99,6 +107,11 @@ PAPER_ARCH = {
     "adv_epochs": [[55, 70], [75, 90]],
     "band_scale": [1.5, 1.5, 1.5, 1.05],
 }
+# LZ-CH/Exposure_Correction-pytorch (model.py: MSPEC_Net's SubNet_4layers(24), SubNet_3layers(24, 24, 16);
+# mspec_test.py: no band scaling).
+PORT_ARCH = {**PAPER_ARCH, "variant": "pytorch_port", "band_scale": None}
+PORT_SLOPE = 0.01  # nn.LeakyReLU()'s default negative slope, every activation of the port's generator
+MATLAB_SLOPE = 0.2  # create_generator.m: leakyReluLayer(0.2) after every U-Net convolution
 
 PYRAMID_TAPS = (0.05, 0.25, 0.4, 0.25, 0.05)  # pyramid_filter_.m: "original [Burt and Adelson, 1983]"
 PYRAMID_PASSES = 2  # downsample_.m / upsample_.m: imfilter with the 2-D filter, then with its transpose
@@ -154,53 +167,91 @@ def pyr_up(x: Tensor, size: tuple[int, int]) -> Tensor:
     return up[..., 2 : 2 + h, 2 : 2 + w]
 
 
-def gaussian_pyramid(x: Tensor, levels: int) -> list[Tensor]:
+_CV_TAPS = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)  # OpenCV's pyrDown / pyrUp kernel, per dimension
+
+
+def _cv_kernel(x: Tensor) -> Tensor:
+    k = torch.tensor(_CV_TAPS, dtype=x.dtype, device=x.device)
+    return (k[:, None] * k[None, :]).expand(x.shape[1], 1, 5, 5)
+
+
+def cv_pyr_down(x: Tensor) -> Tensor:
+    """``cv2.pyrDown``: blur with reflect-101 borders, keep every other pixel: H×W -> ceil(H/2)×ceil(W/2)."""
+    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), _cv_kernel(x), stride=2, groups=x.shape[1])
+
+
+def cv_pyr_up(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """``cv2.pyrUp(x, dstsize=size)``: zeros inserted between the pixels (2H×2W), blurred by 4× the kernel with
+    reflect-101 borders at that size, cropped to `size`."""
+    h, w = size
+    if not (2 * x.shape[-2] - 1 <= h <= 2 * x.shape[-2] and 2 * x.shape[-1] - 1 <= w <= 2 * x.shape[-1]):
+        raise ValueError(f"cv_pyr_up: cannot expand {tuple(x.shape[-2:])} to {size}")
+    z = x.new_zeros(*x.shape[:-2], 2 * x.shape[-2], 2 * x.shape[-1])
+    z[..., ::2, ::2] = x
+    return F.conv2d(F.pad(z, (2, 2, 2, 2), mode="reflect"), 4 * _cv_kernel(x), groups=x.shape[1])[..., :h, :w]
+
+
+_PYRAMIDS = {"matlab": (pyr_down, pyr_up), "pytorch_port": (cv_pyr_down, cv_pyr_up)}
+
+
+def gaussian_pyramid(x: Tensor, levels: int, variant: str = "matlab") -> list[Tensor]:
     """[G_1 = x, G_2, ..., G_levels], each half the size of the one before (rounded up)."""
     _check_image(x)
     if levels < 1:
         raise ValueError(f"levels must be >= 1, got {levels}")
+    down = _PYRAMIDS[variant][0]
     pyramid = [x]
     for _ in range(levels - 1):
-        pyramid.append(pyr_down(pyramid[-1]))
+        pyramid.append(down(pyramid[-1]))
     return pyramid
 
 
-def laplacian_pyramid(x: Tensor, levels: int) -> list[Tensor]:
+def laplacian_pyramid(x: Tensor, levels: int, variant: str = "matlab") -> list[Tensor]:
     """[L_1, ..., L_{levels-1}, G_levels]: detail bands finest first, then the Gaussian residual."""
-    g = gaussian_pyramid(x, levels)
-    return [g[i] - pyr_up(g[i + 1], g[i].shape[-2:]) for i in range(levels - 1)] + [g[-1]]
+    g = gaussian_pyramid(x, levels, variant)
+    up = _PYRAMIDS[variant][1]
+    return [g[i] - up(g[i + 1], g[i].shape[-2:]) for i in range(levels - 1)] + [g[-1]]
 
 
-def reconstruct(pyramid: list[Tensor]) -> Tensor:
+def reconstruct(pyramid: list[Tensor], variant: str = "matlab") -> Tensor:
     """Inverse of `laplacian_pyramid`: expand the residual and add the bands, coarse to fine."""
+    up = _PYRAMIDS[variant][1]
     x = pyramid[-1]
     for band in reversed(pyramid[:-1]):
-        x = band + pyr_up(x, band.shape[-2:])
+        x = band + up(x, band.shape[-2:])
     return x
 
 
 # --- networks ---------------------------------------------------------------------------------
 
 
-def _conv_pair(c_in: int, c_out: int) -> nn.Sequential:
+def _conv_pair(c_in: int, c_out: int, slope: float) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1),
-        nn.LeakyReLU(0.2),
+        nn.LeakyReLU(slope),
         nn.Conv2d(c_out, c_out, 3, padding=1),
-        nn.LeakyReLU(0.2),
+        nn.LeakyReLU(slope),
     )
+
+
+def _up_activation(x: Tensor, variant: str) -> Tensor:
+    """After a U-Net's transposed convolution: ReLU (matlab), LeakyReLU(0.01) (pytorch_port)."""
+    return F.relu(x) if variant == "matlab" else F.leaky_relu(x, PORT_SLOPE)
 
 
 class UNet(nn.Module):
     """MATLAB ``unetLayers`` as the authors edit it (see the module docstring); 3 -> 3 channels."""
 
-    def __init__(self, channels: int, depth: int):
+    def __init__(self, channels: int, depth: int, variant: str = "matlab"):
         super().__init__()
+        self.variant = variant
+        slope = MATLAB_SLOPE if variant == "matlab" else PORT_SLOPE
         widths = [channels * 2**i for i in range(depth + 1)]
-        self.encoder = nn.ModuleList(_conv_pair(3 if i == 0 else widths[i - 1], widths[i]) for i in range(depth))
-        self.bridge = _conv_pair(widths[depth - 1], widths[depth])
+        self.encoder = nn.ModuleList(_conv_pair(3 if i == 0 else widths[i - 1], widths[i], slope)
+                                     for i in range(depth))
+        self.bridge = _conv_pair(widths[depth - 1], widths[depth], slope)
         self.up = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(depth))
-        self.decoder = nn.ModuleList(_conv_pair(2 * widths[i], widths[i]) for i in range(depth))
+        self.decoder = nn.ModuleList(_conv_pair(2 * widths[i], widths[i], slope) for i in range(depth))
         self.final = nn.Conv2d(widths[0], 3, 1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -211,7 +262,7 @@ class UNet(nn.Module):
             x = F.max_pool2d(x, 2)
         x = self.bridge(x)
         for i in reversed(range(len(self.decoder))):
-            x = self.decoder[i](torch.cat([F.relu(self.up[i](x)), skips[i]], dim=1))
+            x = self.decoder[i](torch.cat([_up_activation(self.up[i](x), self.variant), skips[i]], dim=1))
         return self.final(x)
 
 
@@ -305,6 +356,7 @@ class MSEC(nn.Module):
         adv_weight: float = 4 / 255,
         adv_epochs: list | tuple = ((2, None),),
         band_scale: list[float] | tuple[float, ...] | None = None,
+        variant: str = "matlab",
     ):
         super().__init__()
         if not _is_int(levels) or levels < 2:
@@ -313,6 +365,8 @@ class MSEC(nn.Module):
         depths = _positive_ints("depths", depths, levels)
         if wiring not in WIRINGS:
             raise ValueError(f"wiring must be one of {', '.join(WIRINGS)}, got {wiring!r}")
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
         if not _is_int(d_size) or d_size < 8 or d_size & (d_size - 1):
             raise ValueError(f"d_size must be a power of two >= 8, got {d_size!r}")
         if not _is_int(d_channels) or d_channels < 1:
@@ -326,12 +380,13 @@ class MSEC(nn.Module):
             raise ValueError(f"band_scale must be null or a list of {levels} numbers > 0, got {band_scale!r}")
         self.levels = levels
         self.wiring = wiring
+        self.variant = variant
         self.adv_weight = float(adv_weight)
         self.adv_epochs = _epoch_ranges(adv_epochs)
         self.band_scale = None if band_scale is None else [float(v) for v in band_scale]
         # Level l (1-based) runs at 1/2^(l-1) scale through a U-Net that halves depth_l times.
         self.multiple = max(2 ** (level + depth) for level, depth in enumerate(depths))
-        self.subnets = nn.ModuleList(UNet(c, d) for c, d in zip(channels, depths))  # finest first
+        self.subnets = nn.ModuleList(UNet(c, d, variant) for c, d in zip(channels, depths))  # finest first
         # upsamplers[k] lifts the output of level k+2 to the resolution of level k+1.
         self.upsamplers = nn.ModuleList(nn.ConvTranspose2d(3, 3, 2, stride=2) for _ in range(levels - 1))
         if wiring == "residual":  # start as nearest-neighbour upsampling: the pyramid reconstructs at init
@@ -349,7 +404,7 @@ class MSEC(nn.Module):
         if x.shape[1] != 3:
             raise ValueError(f"msec: expected 3 channels, got shape {tuple(x.shape)}")
         h, w = x.shape[-2:]
-        pyramid = laplacian_pyramid(_pad_to_multiple(x, self.multiple), self.levels)
+        pyramid = laplacian_pyramid(_pad_to_multiple(x, self.multiple), self.levels, self.variant)
         if scale_bands and self.band_scale is not None:
             pyramid = [band * s for band, s in zip(pyramid, self.band_scale)]
         residual = self.wiring == "residual"
@@ -357,6 +412,8 @@ class MSEC(nn.Module):
         ups = []
         for k in reversed(range(self.levels - 1)):
             u = self.upsamplers[k](y)
+            if self.variant == "pytorch_port":
+                u = F.leaky_relu(u, PORT_SLOPE)
             ups.append(u[..., : -(-h // 2**k), : -(-w // 2**k)])
             level_input = pyramid[k] + u
             y = self.subnets[k](level_input) + (level_input if residual else u)
@@ -382,10 +439,11 @@ class MSEC(nn.Module):
         self._last = None
         n_elements = target.numel()
         rec = (y - target).abs().sum() / n_elements
-        gauss = gaussian_pyramid(_pad_to_multiple(target, self.multiple), self.levels)
+        gauss = gaussian_pyramid(_pad_to_multiple(target, self.multiple), self.levels, self.variant)
+        up = _PYRAMIDS[self.variant][1]
         pyr = y.new_zeros(())
         for k, u in enumerate(ups):  # u = U_l with l = k + 2, at the resolution of level k + 1
-            t = pyr_up(gauss[k + 1], gauss[k].shape[-2:])[..., : u.shape[-2], : u.shape[-1]]
+            t = up(gauss[k + 1], gauss[k].shape[-2:])[..., : u.shape[-2], : u.shape[-1]]
             pyr = pyr + 2**k * (u - t).abs().sum() / n_elements
         adv = y.new_zeros(())
         if self.adversarial_on(epoch):
