@@ -94,7 +94,7 @@ def test_an_expocorr_model_file_from_elsewhere_is_taken_as_it_is(http_server, tm
     assert saved["metadata"]["pretrained"]["format"] == "expocorr"
     caplog.clear()
     assert cli.main(["pretrained", "--name", "wrong-model", "--params", str(file)]) == 1
-    assert any(f"{url!r}: records model 'zerodce_pp', not pretrained.wrong-model.model 'zerodce'" in r.getMessage()
+    assert any(f"pretrained.wrong-model: {url!r}: records model 'zerodce_pp', not 'zerodce' as asked" in r.getMessage()
                for r in caplog.records)
     assert not (tmp_path / "models/wrong-model").exists()
 

@@ -122,18 +122,18 @@ def non_finite_weights(module: nn.Module) -> tuple[int, str | None]:
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu", expected: str | None = None,
-               checkpoint_format: str = "auto") -> tuple[nn.Module, dict]:
+               checkpoint_format: str = "auto", label: str | None = None) -> tuple[nn.Module, dict]:
     """Build and load a model file; returns (model in eval mode, checkpoint).
 
     `checkpoint_format`: ``expocorr`` (written by the train or pretrained stage), ``official`` (an
     authors' state_dict, e.g. Zero-DCE's Epoch99.pth), ``pytorch_port`` (MSEC's PyTorch port's snapshot:
     `pretrained.from_published`), or ``auto`` (any, told apart by the keys). Refused, naming the file:
     pickled objects, a layout that is none of these, a file recording another model than `expected`, and
-    non-finite (NaN or infinite) weights."""
+    non-finite (NaN or infinite) weights; messages name `label` (default: the path)."""
     from expocorr import pretrained
 
     path = Path(path)
-    name = repr(str(path))
+    name = label or repr(str(path))
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -149,7 +149,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", expected: s
     if checkpoint_format in pretrained.PUBLISHED or (checkpoint_format == "auto" and not ours):
         fmt = None if checkpoint_format == "auto" else checkpoint_format
         try:
-            checkpoint = pretrained.from_published(checkpoint, name, fmt=fmt)
+            checkpoint = pretrained.from_published(checkpoint, name, expected, fmt)
         except pretrained.PretrainedError as exc:
             ours_too = "" if fmt else "not an expocorr model file (model, arch, state_dict); "
             raise MethodError(f"{name}: {ours_too}{str(exc).removeprefix(name + ': ')}") from None

@@ -168,35 +168,20 @@ def from_published(state: object, file: str, model: str | None = None, fmt: str 
 
 
 def convert(path: Path, spec: dict, name: str) -> dict:
-    """The model file's content for the checkpoint file `path` fetched for `pretrained.NAME` (`spec`)."""
+    """The model file's content for the checkpoint file `path` fetched for `pretrained.NAME` (`spec`);
+    errors name the URL."""
     import pooch
-    import torch
 
     from expocorr import inference
 
-    file = repr(str(spec["url"]))
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # weights_only=True refuses pickled objects (arbitrary code on load)
-        raise PretrainedError(f"{file}: not a PyTorch checkpoint of plain tensors (pickled objects are refused "
-                              "for safety, weights_only=True)") from None
-    if spec["format"] in PUBLISHED:
-        checkpoint = from_published(state, file, spec["model"], spec["format"])
-    else:
-        if not (isinstance(state, dict) and {"model", "arch", "state_dict"} <= state.keys()):
-            raise PretrainedError(f"{file}: not an expocorr model file (needs model, arch and state_dict); "
-                                  "format official?")
-        if state["model"] != spec["model"]:
-            raise PretrainedError(f"{file}: records model {state['model']!r}, not pretrained.{name}.model "
-                                  f"{spec['model']!r}")
-        checkpoint = {k: state[k] for k in ("model", "arch", "state_dict")}
-    try:
-        model = inference.model_from(checkpoint, file)
+        model, checkpoint = inference.load_model(path, expected=spec["model"], checkpoint_format=spec["format"],
+                                                 label=repr(str(spec["url"])))
     except inference.MethodError as exc:
-        raise PretrainedError(str(exc)) from None
+        raise PretrainedError(f"pretrained.{name}: {exc}") from None
     provenance = {"name": name, "url": spec["url"], "sha256": pooch.file_hash(str(path)), "format": spec["format"]}
-    return {**checkpoint, "state_dict": model.state_dict(), "params": {"pretrained": {name: spec}},
-            "metadata": {"pretrained": provenance}}
+    return {"model": checkpoint["model"], "arch": checkpoint["arch"], "state_dict": model.state_dict(),
+            "params": {"pretrained": {name: spec}}, "metadata": {"pretrained": provenance}}
 
 
 def run(params: dict, name: str) -> None:
