@@ -21,12 +21,14 @@ import numpy as np
 import pytest
 import rawpy
 
-from expocorr import download, params
+from expocorr import datasets, download, params
 from expocorr.archives import ArchiveError
 from expocorr.tables import read_csv
 
-INDEX_HEADER = "scene,kind,path,split,ev,reference," + ",".join(f"reference_expert_{e}" for e in "abcde")
-EMPTY = {"split": "", "ev": "", "reference": ""} | {f"reference_expert_{e}": "" for e in "abcde"}
+INDEX_HEADER = "scene,kind,path,split,ev,reference," + ",".join(f"reference_expert_{e}" for e in "abcde") + \
+    ",exposure,protocol"
+EMPTY = {"split": "", "ev": "", "reference": ""} | {f"reference_expert_{e}": "" for e in "abcde"} | \
+    {"exposure": "", "protocol": ""}
 SKIMAGE_PHOTOS = {"astronaut": "data/astronaut.png", "chelsea": "data/chelsea.png", "coffee": "data/coffee.png"}
 
 
@@ -631,6 +633,7 @@ def msec_expected() -> list[dict]:
                 else:
                     row |= {"reference": f"{root}/GT_IMAGES/{base}.jpg"}
                     row |= {f"reference_expert_{e}": "" for e in "abcde"}
+                row |= {"exposure": "under" if float(ev) < 0 else "over", "protocol": datasets.PROTOCOLS["msec"]}
                 rows.append(row)
     return sorted(rows, key=lambda r: (list(MSEC_SCENES).index(r["split"]), r["path"]))
 

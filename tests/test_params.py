@@ -60,7 +60,7 @@ DICT_CASES = [
     ("wrong-type-list", _set("render.evs", 1.0), "render.evs: expected array", []),
     ("enum-curve", _set("render.curve", "log"), "render.curve: 'log' is not allowed", ["srgb, gamma"]),
     ("enum-source", _set("data.source", "ftp"), "data.source: 'ftp' is not allowed",
-     ["bundled, folder, raw, msec, url"]),
+     ["bundled, folder, raw, msec, lol, sice, lcdp, url"]),
     ("out-of-range-tau-high", _set("render.tau", 1.5), "render.tau: 1.5 is out of range", ["<= 1"]),
     ("out-of-range-tau-zero", _set("render.tau", 0), "render.tau: 0 is out of range", ["> 0"]),
     ("out-of-range-ev-item", _set("render.evs", [-1.0, 0.0, 7.0]), "render.evs.2: 7.0 is out of range", ["<= 6"]),

@@ -659,7 +659,8 @@ def test_leaderboards_merge_into_one_table_per_dataset(built, tmp_path, monkeypa
     rows = json.loads((out / "leaderboard.json").read_text())
     assert {json.dumps(r["dataset"]) for r in rows} == {json.dumps({
         "source": "folder (photos)", "scenes": 5, "images": 25, "test_scenes": 5, "test_images": 25,
-        "reference": "reference", "resolution": "full resolution", "ssim": report.SSIM_SETTINGS, "psnr_cap": 100.0})}
+        "reference": "reference", "resolution": "full resolution", "ssim": report.SSIM_SETTINGS, "psnr_cap": 100.0,
+        "protocol": None, "gt_mean": False})}
     monkeypatch.chdir(tmp_path)
     other = [{**r, "psnr": r["psnr"] - 1, "dataset": {**r["dataset"], "source": "msec", "test_images": 50}}
              for r in rows[:2]]

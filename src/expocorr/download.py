@@ -31,6 +31,7 @@ INDEX = OUT / "index.csv"
 SKIPPED = OUT / "skipped.csv"
 
 INDEX_FIELDS = ["scene", "kind", "path", "split", "ev", "reference"]
+DATASET_FIELDS = ["exposure", "protocol"]  # benchmark datasets (expocorr.datasets): exposure group, protocol
 MSEC_EXPERTS = ["a", "b", "c", "d", "e"]
 MSEC_EV = {"N1.5": -1.5, "N1": -1.0, "0": 0.0, "P1": 1.0, "P1.5": 1.5}
 MSEC_INPUT = re.compile(r"^(?P<base>.+)_(?P<ev>N1\.5|N1|0|P1|P1\.5)$")
@@ -198,47 +199,6 @@ def _downloader(url: str):
     raise DownloadError(f"{url}: unsupported URL scheme {scheme!r} (use http, https, ftp or file)")
 
 
-def _index_msec(root: Path, split: str, skipped: list[dict]) -> list[dict]:
-    """Rows for one extracted MSEC split: every input with its EV and references.
-
-    Inputs whose names carry no MSEC EV suffix are appended to `skipped`.
-    """
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not _hidden(p.relative_to(root)))
-    inputs = [p for p in files if p.parent.name == "INPUT_IMAGES"]
-    if not inputs:
-        raise DownloadError(f"{root}: no INPUT_IMAGES/ folder in the MSEC {split} archive")
-    folders = {"GT_IMAGES": "reference"} | {f"expert_{e}_testing_set": f"reference_expert_{e}" for e in MSEC_EXPERTS}
-    refs: dict[str, dict[str, Path]] = {}  # column -> {stem: first file in sorted order}
-    for path in files:
-        column = folders.get(path.parent.name)
-        if column:
-            refs.setdefault(column, {}).setdefault(path.stem, path)
-    if "reference" not in refs and "reference_expert_c" in refs:
-        refs["reference"] = refs["reference_expert_c"]
-    rows = []
-    for path in inputs:
-        match = MSEC_INPUT.match(path.stem)
-        if not match:
-            _skip(skipped, path, "name does not end in an MSEC EV suffix (_N1.5, _N1, _0, _P1, _P1.5)")
-            continue
-        row = {"scene": match["base"], "kind": "msec", "path": path, "split": split, "ev": MSEC_EV[match["ev"]]}
-        for column, stems in refs.items():
-            row[column] = stems.get(match["base"], "")
-        rows.append(row)
-    return rows
-
-
-def _collect_archives(archives: dict[str, dict], dest: Path, params: dict) -> tuple[list[dict], list[dict]]:
-    rows: list[dict] = []
-    skipped: list[dict] = []
-    for split, spec in archives.items():
-        archive = fetch(spec["url"], spec["sha256"], params["data"]["cache_dir"])
-        target = extract(archive, dest / split, params["data"]["max_archive_bytes"],
-                         params["data"]["max_compression_ratio"])
-        rows += _index_msec(target, split, skipped)
-    return rows, skipped
-
-
 def check_hub_prefix(url: str, path: Path) -> None:
     """torch.hub's check for a file named NAME-<sha256 prefix>.EXT (torchvision's weights): its sha256 must
     start with that prefix; otherwise the file is removed and the error names the URL."""
@@ -288,8 +248,10 @@ def run(params: dict) -> None:
             extracted = extract(archive, Path(data["cache_dir"]) / f"{archive.name}.d", data["max_archive_bytes"],
                                 data["max_compression_ratio"])
             rows, skipped = _collect_folder(extracted, tmp, raw_only=False)
-        else:  # msec
-            rows, skipped = _collect_archives(data["msec"], tmp / "msec", params)
+        else:  # a benchmark dataset: msec, lol, sice, lcdp
+            from expocorr import datasets  # imported here: it builds on this module
+
+            rows, skipped = datasets.collect(source, tmp, data)
         if not rows:
             raise DownloadError(f"data.source {source!r}: no photos found")
         for row in rows + skipped:  # paths as they will be once the folder is in place
@@ -297,6 +259,6 @@ def run(params: dict) -> None:
                 if isinstance(value, Path) and value.is_relative_to(tmp):
                     row[key] = FILES / value.relative_to(tmp)
     fetch_weights(data["weights"], data["cache_dir"])
-    write_csv(INDEX, rows, INDEX_FIELDS + [f"reference_expert_{e}" for e in MSEC_EXPERTS])
+    write_csv(INDEX, rows, INDEX_FIELDS + [f"reference_expert_{e}" for e in MSEC_EXPERTS] + DATASET_FIELDS)
     write_csv(SKIPPED, skipped, ["path", "reason"])
     log.info("download: %d photos from %s, %d skipped", len(rows), source, len(skipped))

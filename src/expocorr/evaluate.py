@@ -107,9 +107,29 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def exposure(record: dict) -> str:
+    """A scored image's group: the dataset's own (`exposure` column: MSEC counts EV 0 as over, LOL is all
+    under, LCDP mixed), else under for EV < 0, over for EV > 0, '' for EV 0."""
+    if record.get("exposure"):
+        return record["exposure"]
+    return "under" if record["ev"] < 0 else "over" if record["ev"] > 0 else ""
+
+
+def gt_mean(output: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """`output` (uint8) scaled so its mean grey equals `reference`'s, clipped, truncated to uint8: the "GT-mean"
+    scoring of low-light papers, as in KinD's evaluate_LOLdataset.py and LLFlow's test code (grey = BT.601 luma,
+    OpenCV's BGR2GRAY weights)."""
+    weights = np.array([0.299, 0.587, 0.114], np.float32)
+    out, ref = output.astype(np.float32) / 255.0, reference.astype(np.float32) / 255.0
+    mean_out = float((out @ weights).mean())
+    if mean_out == 0.0:  # a black output: no scale brings it to the reference's mean
+        return output
+    return (np.clip(out * (float((ref @ weights).mean()) / mean_out), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
 def aggregate(per_image: list[dict], column: str) -> tuple[dict, dict]:
-    """Means of PSNR/SSIM/ΔE against reference `column` (`overall`, `under`, `over`; PSNR and SSIM
-    `per_ev`), and the number of images behind each mean.
+    """Means of PSNR/SSIM/ΔE against reference `column` (`overall`, `under`, `over`: `exposure`; PSNR and
+    SSIM `per_ev`), and the number of images behind each mean.
 
     `overall` leaves out pairs whose input already equals the headline reference (a synthetic EV 0
     render): doing nothing scores the PSNR cap on them, which would rank the identity first. They
@@ -121,7 +141,8 @@ def aggregate(per_image: list[dict], column: str) -> tuple[dict, dict]:
         return {k: _mean([r[f"{k}:{column}"] for r in subset]) for k in names}
 
     groups = {"overall": [r for r in per_image if not r["identical_pair"]] or per_image,
-              "under": [r for r in per_image if r["ev"] < 0], "over": [r for r in per_image if r["ev"] > 0]}
+              "under": [r for r in per_image if exposure(r) == "under"],
+              "over": [r for r in per_image if exposure(r) == "over"]}
     groups = {name: subset for name, subset in groups.items() if subset}
     by_ev = {str(ev): [r for r in per_image if r["ev"] == ev] for ev in sorted({r["ev"] for r in per_image})}
     scores = {name: means(subset, keys) for name, subset in groups.items()}
@@ -196,7 +217,8 @@ def run(params: dict, method: str) -> None:
             seconds += elapsed
             megapixels += image.shape[0] * image.shape[1] / 1e6
             max_side = max(max_side, *image.shape[:2])
-            record = {"scene": row["scene"], "ev": float(row["ev"]), "input": row["input"], "reference": row[headline]}
+            record = {"scene": row["scene"], "ev": float(row["ev"]), "input": row["input"], "reference": row[headline],
+                      "exposure": row.get("exposure") or ""}
             references = {column: to_uint8(read_rgb(row[column])) for column in columns}
             record["identical_pair"] = bool(np.array_equal(to_uint8(image), references[headline]))
             _score(record, row, output, references, cfg)
@@ -236,7 +258,8 @@ def run(params: dict, method: str) -> None:
                         **({"unpaired": unpaired} if unpaired else {})})
     details = {
         "method": method, "kind": corrector.kind, "oracle": corrector.oracle, "headline_reference": headline,
-        "psnr_cap": cfg["psnr_cap"], "n_images": len(per_image),
+        "protocol": "; ".join(sorted({r["protocol"] for r in rows if r.get("protocol")})) or None,
+        "gt_mean": cfg["gt_mean"], "psnr_cap": cfg["psnr_cap"], "n_images": len(per_image),
         "n_identical_pairs": sum(r["identical_pair"] for r in per_image), "n": counts,
         **matching, "n_parameters": corrector.n_parameters,
         "seconds_per_megapixel": seconds / megapixels if own_sets else None,  # external: not its run time
@@ -324,11 +347,14 @@ def _correct(corrector: methods.Method, row: dict, params: dict) -> tuple[np.nda
 
 
 def _score(record: dict, row: dict, output: np.ndarray, references: dict, cfg: dict) -> None:
-    """Add PSNR/SSIM/ΔE (and the luma scores with `evaluate.y_channel`) against each reference column."""
+    """Add PSNR/SSIM/ΔE (and the luma scores with `evaluate.y_channel`) against each reference column; with
+    `evaluate.gt_mean` the output is first scaled to each reference's mean grey (`gt_mean`)."""
+    scored = output
     for column, reference in references.items():
-        if reference.shape != output.shape:
+        if reference.shape != scored.shape:
             raise EvaluateError(f"{row[column]}: reference size {reference.shape} differs from the "
-                                f"output's {output.shape} for {row['input']}")
+                                f"output's {scored.shape} for {row['input']}")
+        output = gt_mean(scored, reference) if cfg["gt_mean"] else scored
         record[f"psnr:{column}"] = min(psnr(output, reference), cfg["psnr_cap"])
         record[f"ssim:{column}"] = ssim(output, reference)
         record[f"delta_e2000:{column}"] = delta_e2000(output, reference)

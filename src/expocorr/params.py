@@ -18,8 +18,8 @@ from expocorr.errors import UserError, printable
 SCHEMA_NAME = "params.schema.yaml"
 # The `evaluate` keys every evaluation reads (the scoring protocol): what each evaluate stage declares, so
 # that adding a baseline or an external method (evaluate.baselines, evaluate.external) reruns no other one.
-EVALUATE_PROTOCOL = ("extra_sets", "unpaired_sets", "headline_reference", "y_channel", "psnr_cap", "n_examples",
-                     "device", "noref")
+EVALUATE_PROTOCOL = ("extra_sets", "unpaired_sets", "headline_reference", "y_channel", "gt_mean", "psnr_cap",
+                     "n_examples", "device", "noref")
 MAX_BYTES = 1 << 20  # params.yaml is about 20 kB
 MAX_DEPTH = 16  # params.yaml nests 6 levels (train.msec.arch.adv_epochs.0.0)
 
@@ -160,6 +160,14 @@ def _check_semantics(params: dict, source: str) -> None:
                               "data.sha256, or data.stacks.preset)")
         if data["url"] and not data["sha256"] and not data["folder"]:
             raise ParamsError(f"{source}: data.sha256: required with data.url when data.source is 'stacks'")
+    if data["source"] in ("lol", "lcdp") and not data[data["source"]]["archive"]:
+        raise ParamsError(f"{source}: data.{data['source']}.archive: required when data.source is {data['source']!r} "
+                          "(a URL, a local zip/tar, or the folder it was extracted to)")
+    if data["source"] == "sice":
+        for part, archive in data["sice"].items():
+            if not archive["archive"]:
+                raise ParamsError(f"{source}: data.sice.{part}.archive: required when data.source is 'sice' (a URL, "
+                                  "a local zip/tar, or the folder it was extracted to)")
     if data["source"] == "msec":
         for split, archive in data["msec"].items():
             if not archive["url"]:

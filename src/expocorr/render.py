@@ -4,7 +4,8 @@ sRGB photos are re-exposed in linear light (decode the camera curve, scale by 2*
 highlights, re-encode); raw files are developed by LibRaw at each EV with `exp_shift` (tau and
 noise applied the same way); `render.tau` is one threshold, or a range [lo, hi] from which each
 scene draws its own (``scene_tau``; the manifest then has a `tau` column);
-MSEC inputs and expert references are indexed as given (resized when `render.max_side` is set);
+MSEC inputs and expert references, and the pairs of LOL, SICE and LCDP, are indexed as given (resized
+when `render.max_side` is set), with their exposure group and protocol (`expocorr.datasets`);
 exposure stacks are registered to their reference by `expocorr.render_stacks`. With
 `render.realistic.enabled`, photos (sRGB, and raw files developed at EV 0) are captured by
 `expocorr.synthesis` instead: drawn EVs, camera curves, noise, white balance, roll-off and JPEG.
@@ -248,9 +249,20 @@ def _render_raw(row: dict, folder: Path, r: dict) -> list[dict]:
     return _with_tau(rows, row["scene"], r)
 
 
+def _dataset_columns(row: dict) -> dict:
+    """The benchmark-dataset columns of an index row that are set (`download.DATASET_FIELDS`)."""
+    return {k: row[k] for k in download.DATASET_FIELDS if row.get(k)}
+
+
+def exposure_group(image: np.ndarray, reference: np.ndarray) -> str:
+    """'under' when the input's mean grey (BT.601 luma of the sRGB values) is below its reference's, else 'over'."""
+    weights = np.array([0.299, 0.587, 0.114])
+    return "under" if float((image @ weights).mean()) < float((reference @ weights).mean()) else "over"
+
+
 def _render_msec(row: dict, folder: Path, r: dict) -> list[dict]:
     ev = float(row["ev"])
-    out = {"ev": ev, "split": row["split"]}
+    out = {"ev": ev, "split": row["split"], **_dataset_columns(row)}
     out["input"] = folder / f"{ev_name(ev)}.png"
     write_rgb(out["input"], resize_max_side(read_rgb(row["path"]), r["max_side"]))
     for column in REFERENCE_COLUMNS:
@@ -262,6 +274,22 @@ def _render_msec(row: dict, folder: Path, r: dict) -> list[dict]:
     return [out]
 
 
+def _render_pair(row: dict, folder: Path, r: dict) -> list[dict]:
+    """A benchmark pair (LOL, SICE, LCDP: one input per scene, no EV given: EV 0) copied, resized when
+    `render.max_side` is set; an empty exposure group (SICE) is decided by `exposure_group`."""
+    image = resize_max_side(read_rgb(row["path"]), r["max_side"])
+    reference = resize_max_side(read_rgb(row["reference"]), r["max_side"])
+    if image.shape != reference.shape:
+        raise ImageError(f"{row['path']}: size {image.shape[1]}x{image.shape[0]} differs from its reference "
+                         f"{row['reference']} ({reference.shape[1]}x{reference.shape[0]})")
+    out = {"ev": 0.0, "split": row["split"], "input": folder / f"{ev_name(0.0)}.png",
+           "reference": folder / "reference.png", **_dataset_columns(row)}
+    out.setdefault("exposure", exposure_group(image, reference))
+    write_rgb(out["input"], image)
+    write_rgb(out["reference"], reference)
+    return [out]
+
+
 def _render_stack(row: dict, folder: Path, r: dict) -> list[dict]:
     # Imported here: render_stacks uses the fusion baselines, which import this module.
     from expocorr import render_stacks
@@ -269,7 +297,8 @@ def _render_stack(row: dict, folder: Path, r: dict) -> list[dict]:
     return render_stacks.render_scene(row, folder, r)
 
 
-RENDERERS = {"srgb": _render_srgb, "raw": _render_raw, "msec": _render_msec, "stack": _render_stack}
+RENDERERS = {"srgb": _render_srgb, "raw": _render_raw, "msec": _render_msec, "pair": _render_pair,
+             "stack": _render_stack}
 
 
 def run(params: dict) -> None:
@@ -313,7 +342,8 @@ def run(params: dict) -> None:
     columns = ["scene", "ev"] + (["tau"] if any("tau" in row for row in rows) else []) + ["input"]
     columns += [c for c in REFERENCE_COLUMNS if any(c in row for row in rows)]
     columns += ["source"] + (["split"] if any("split" in row for row in rows) else [])
-    columns += [c for c in STACK_COLUMNS + ["key_ev"] + synthesis.COLUMNS if any(c in row for row in rows)]
+    columns += [c for c in STACK_COLUMNS + ["key_ev"] + synthesis.COLUMNS + download.DATASET_FIELDS
+                if any(c in row for row in rows)]
     write_csv(MANIFEST, rows, columns)
     from expocorr import render_stacks  # (see _render_stack)
 

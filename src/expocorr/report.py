@@ -264,11 +264,12 @@ def fmt(value, digits: int = 3, cap: float | None = None) -> str:
 
 
 def kind_label(method: Method) -> str:
-    """The kind column: "baseline (oracle)", "external (2 missing)" (test images it has no output for)."""
-    if method.oracle:
-        return f"{method.kind} (oracle)"
+    """The kind column: "baseline (oracle)", "external (2 missing)" (test images it has no output for); "(GT-mean)"
+    when its outputs were scaled to their reference's mean before scoring (`evaluate.gt_mean`)."""
+    label = f"{method.kind} (oracle)" if method.oracle else method.kind
     missing = number(method.data.get("n_missing")) if method.kind == "external" else None
-    return f"{method.kind} ({int(missing)} missing)" if missing else method.kind
+    label += f" ({int(missing)} missing)" if missing else ""
+    return label + (" (GT-mean)" if method.data.get("gt_mean") else "")
 
 
 def extra_sets(methods: list[Method]) -> list[str]:
@@ -324,7 +325,8 @@ def dataset(m: Method) -> dict:
             "test_scenes": p.get("test_scenes"), "test_images": p.get("test_images"),
             "reference": m.data.get("headline_reference"),
             "resolution": "full resolution" + (f" (test images up to {int(side)} px on the long side)" if side else ""),
-            "ssim": SSIM_SETTINGS, "psnr_cap": m.cap}
+            "ssim": SSIM_SETTINGS, "psnr_cap": m.cap, "protocol": m.data.get("protocol"),
+            "gt_mean": bool(m.data.get("gt_mean"))}
 
 
 def _leaderboard_table(rows: list[dict], methods: list[Method], latency: dict) -> Table:
@@ -387,8 +389,9 @@ def _groups_table(methods: list[Method]) -> Table:
         counts = (m.count("under"), m.count(0.0), m.count("over"))
         body.append([m.name, *(_pair(g, m.cap) for g in groups),
                      *(NO_VALUE if n is None else str(n) for n in counts)])
-    return Table(["method", "under (EV < 0)", "zero (EV = 0)", "over (EV > 0)", "n under", "n zero", "n over"], body,
-                 caption="PSNR (dB) / SSIM per exposure group", id="groups")
+    return Table(["method", "under", "zero (EV = 0)", "over", "n under", "n zero", "n over"], body,
+                 caption="PSNR (dB) / SSIM per exposure group (under / over: EV < 0 / EV > 0, or as a benchmark "
+                 "dataset's protocol defines them: MSEC counts EV 0 as over)", id="groups")
 
 
 def _reference_tables(methods: list[Method]) -> list[Block]:
@@ -876,6 +879,8 @@ def to_html(blocks: list[Block], title: str, figures: dict[str, bytes]) -> str:
 
 
 def _protocol(methods: list[Method]) -> list[Block]:
+    protocols = sorted({str(m.data["protocol"]) for m in methods if m.data.get("protocol")})
+    gt = [m.name for m in methods if m.data.get("gt_mean")]
     caps = sorted({number(m.data.get("psnr_cap")) for m in methods if number(m.data.get("psnr_cap")) is not None})
     cap_text = (f"PSNR of identical images is capped at {' / '.join(f'{c:g}' for c in caps)} dB "
                 "(`psnr_cap` of the metrics files; a capped value is marked \"(cap)\")"
@@ -891,7 +896,11 @@ def _protocol(methods: list[Method]) -> list[Block]:
             ("Histogram similarity (hist lum / con / sat): histogram intersection of per-image luminance, contrast "
              "and saturation distributions, outputs vs references; see `src/expocorr/metrics/histogram.py`."),
             ("Overall and per-EV values are the evaluate stage's means over test images (`metrics/NAME.json`); "
-             "under = EV < 0, over = EV > 0, zero = EV = 0."),
+             "under = EV < 0, over = EV > 0, zero = EV = 0, unless a benchmark dataset's protocol (below) defines "
+             "the groups."),
+            *(f"Dataset protocol: {text}." for text in protocols),
+            *([f"GT-mean: the outputs of {', '.join(gt)} were scaled to their reference's mean grey before scoring "
+               "(`evaluate.gt_mean`; not comparable with unscaled scores)."] if gt else []),
             (f"A metric shown as \"{NOT_COMPUTED}\" was not computed by the evaluate stage (e.g. a no-reference "
              "metric without its weights; the reason is in `metrics/details/NAME.json`); no value is substituted."),
         ]),
@@ -1217,6 +1226,9 @@ def _dataset_heading(record: dict | None) -> tuple[str, list[str]]:
          f"{value('test_images')} images."),
         f"Reference: `{value('reference')}`; resolution: {value('resolution')}.",
         f"SSIM: {value('ssim')}; PSNR of identical images capped at {value('psnr_cap')} dB.",
+        *([f"Protocol: {record['protocol']}."] if record.get("protocol") else []),
+        *(["GT-mean: outputs scaled to their reference's mean grey before scoring (`evaluate.gt_mean`)."]
+          if record.get("gt_mean") else []),
     ]
 
 

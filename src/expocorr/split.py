@@ -45,7 +45,7 @@ def split_by_scene(scenes: list[str], fractions: dict, seed: int) -> dict[str, l
 
 
 def _dataset_assignment(rows: list[dict]) -> dict[str, str]:
-    """Scene -> split from the manifest's `split` column (MSEC); every row must name a known split, and
+    """Scene -> split from the manifest's `split` column (MSEC, LOL, SICE, LCDP); every row must name a known split, and
     a scene only one."""
     assignment: dict[str, str] = {}
     for row in rows:
@@ -62,6 +62,19 @@ def _dataset_assignment(rows: list[dict]) -> dict[str, str]:
     return assignment
 
 
+def carve_val(assignment: dict[str, str], fraction: float, seed: int) -> dict[str, str]:
+    """A dataset split without val scenes (LOL, SICE publish none): `fraction` of its train scenes, at least
+    one, drawn with `seed`, become val; the test scenes stay as published."""
+    train = sorted(s for s, name in assignment.items() if name == "train")
+    if fraction <= 0 or len(train) < 2 or any(name == "val" for name in assignment.values()):
+        return assignment
+    count = min(len(train) - 1, max(1, round(fraction * len(train))))
+    chosen = {train[i] for i in np.random.default_rng(seed).permutation(len(train))[:count]}
+    log.info("split: the dataset has no validation split: %d of its %d training scenes become val "
+             "(split.fractions.val %g, split.seed %d)", count, len(train), fraction, seed)
+    return {s: "val" if s in chosen else name for s, name in assignment.items()}
+
+
 def run(params: dict) -> None:
     """Write the train/val/test CSVs (manifest rows, whole scenes per split)."""
     rows = read_csv(render.MANIFEST)
@@ -70,6 +83,7 @@ def run(params: dict) -> None:
     if any(row.get("split") for row in rows):
         assignment = _dataset_assignment(rows)
         log.info("split: using the dataset's own train/val/test split")
+        assignment = carve_val(assignment, params["split"]["fractions"]["val"], params["split"]["seed"])
     else:
         cfg = params["split"]
         by_split = split_by_scene([row["scene"] for row in rows], cfg["fractions"], cfg["seed"])

@@ -5,6 +5,7 @@
 rule download:
     input:
         "src/expocorr/download.py",
+        "src/expocorr/datasets.py",
         "src/expocorr/stacks.py",
     output:
         files=directory("data/downloads/files"),
