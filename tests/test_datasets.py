@@ -5,6 +5,7 @@ render and split; the layout errors; MSEC's under / over groups; GT-mean scoring
 from __future__ import annotations
 
 import copy
+import json
 import hashlib
 import io
 import logging
@@ -282,3 +283,41 @@ def test_gt_mean_is_off_by_default_and_labelled_when_on(repo, dataset_params, tm
     assert record["gt_mean"] is True and record["protocol"] == datasets.PROTOCOLS["lol"]
     heading, lines = report._dataset_heading(record)
     assert f"Protocol: {datasets.PROTOCOLS['lol']}." in lines and any(line.startswith("GT-mean:") for line in lines)
+
+
+@pytest.mark.slow
+def test_snakemake_runs_a_lol_archive_to_the_report(tmp_path):
+    """README "Benchmark datasets": `data.source: lol` with `archive:` a local zip, `render.max_side: null`, and
+    `snakemake --cores 2` in a copy of the repository: download -> render -> split -> evaluate -> report, the
+    test rows the published eval15 pairs, the report naming LOL's protocol and GT-mean."""
+    import workspace
+
+    archive = tmp_path / "LOLdataset.zip"
+    archive.write_bytes(make_zip(lol_members()))
+
+    def edit(q):
+        q["data"].update(source="lol", lol={"archive": str(archive), "sha256": None})
+        q["render"]["max_side"] = None
+        q["train"]["models"] = []
+        q["evaluate"].update(baselines=["identity", "clahe"], gt_mean=True, n_examples=1)
+
+    root = workspace.make(tmp_path, edit)
+    (root / "models").mkdir()  # the report stage's dependency, which no train stage makes here
+    workspace.run(["snakemake", "--cores", "2"], root)
+    assert sorted(r["scene"] for r in read_csv(root / "data/splits/test.csv")) == ["eval15__1", "eval15__22"]
+    board = {r["method"]: r for r in json.loads((root / "reports/leaderboard.json").read_text())}
+    assert set(board) == {"identity", "clahe"}
+    assert board["identity"]["dataset"]["protocol"] == datasets.PROTOCOLS["lol"]
+    text = (root / "reports/report.md").read_text()
+    assert datasets.PROTOCOLS["lol"] in text and "baseline (GT-mean)" in text
+
+
+def test_a_share_page_served_instead_of_the_archive_is_named(repo, dataset_params, http_server):
+    """A cloud drive's share link serves a web page to a script: one error naming the key and the URL, and
+    how to go on (the local path)."""
+    (http_server.root / "share").write_text("<!DOCTYPE html>\n<html><body>Sign in to download</body></html>")
+    url = http_server.url("share")
+    p = dataset_params("lol", lol={"archive": url, "sha256": None})
+    with pytest.raises(download.DownloadError, match=f"data.lol: {url} served a web page \\(HTML\\), not the archive"):
+        download.run(p)
+    assert not download.INDEX.exists()

@@ -176,6 +176,13 @@ def _normalised(path: PurePosixPath) -> PurePosixPath:
     return PurePosixPath(*parts) if parts else PurePosixPath(".")
 
 
+def is_html(path: Path) -> bool:
+    """Whether the file starts as an HTML page does (what a cloud drive's share link serves to a script)."""
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html"))
+
+
 def extract(archive: str | Path, target: str | Path, max_bytes: int | None, max_ratio: float) -> Path:
     """Extract a zip or tar (any compression) into `target`, all or nothing.
 
@@ -189,6 +196,9 @@ def extract(archive: str | Path, target: str | Path, max_bytes: int | None, max_
                 _extract_zip(archive, tmp, Sizes(archive, tmp, max_bytes, max_ratio))
             elif tarfile.is_tarfile(archive):
                 _extract_tar(archive, tmp, Sizes(archive, tmp, max_bytes, max_ratio))
+            elif is_html(archive):
+                raise ArchiveError(f"{printable(archive)}: a web page (HTML), not a zip or tar archive: a share link "
+                                   "that needs a browser? Download the file there and give its local path")
             else:
                 raise ArchiveError(f"{printable(archive)}: not a zip or tar archive")
         except tarfile.FilterError as exc:  # tarfile's own "data" filter: e.g. a link through another link

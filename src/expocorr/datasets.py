@@ -22,7 +22,7 @@ from pathlib import Path
 import pooch
 
 from expocorr import download
-from expocorr.archives import extract
+from expocorr.archives import extract, is_html
 from expocorr.images import SRGB_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,9 @@ def archive_folder(spec: dict, key: str, dest: Path, data: dict) -> Path:
     archive, sha256 = spec["archive"], spec["sha256"]
     if URL.match(archive):
         path = download.fetch(archive, sha256, data["cache_dir"])
+        if is_html(path):
+            raise download.DownloadError(f"data.{key}: {archive} served a web page (HTML), not the archive: the host "
+                                         "needs a browser; download the file there and give its local path")
     else:
         path = Path(archive).expanduser()
         if path.is_dir():

@@ -37,7 +37,7 @@ import rawpy
 from PIL import Image
 
 from expocorr import download
-from expocorr.archives import ArchiveError, extract
+from expocorr.archives import ArchiveError, extract, is_html
 from expocorr.atomic import write_text
 from expocorr.images import SRGB_SUFFIXES, ImageError, read_rgb
 
@@ -267,18 +267,12 @@ def source_folder(data: dict) -> Path:
         return extract(archive, Path(data["cache_dir"]) / f"{archive.name}.d", data["max_archive_bytes"],
                        data["max_compression_ratio"])
     except ArchiveError:
-        if _is_html(archive):
+        if is_html(archive):
             hint = (" The HDR Photographic Survey's raw stacks are one zip, http://markfairchild.org/files/HDRPS_Raws.zip "
                     "(plain http); or put the scenes' raw (NEF) files and renders into one folder per scene and set "
                     "data.folder." if preset == "fairchild" else "")
             raise StackError(f"{url}: got an HTML page, not a zip or tar archive.{hint}") from None
         raise
-
-
-def _is_html(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        head = fh.read(512).lstrip().lower()
-    return head.startswith((b"<!doctype html", b"<html"))
 
 
 def read_listing(path: str | Path) -> dict:
