@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -39,9 +41,19 @@ def mean_psnr(model, pairs, precision: str) -> float:
                           for x, ref in pairs]))
 
 
-@pytest.mark.parametrize("name", ["zerodce_pp", "exponet"])
+OFFICIAL_ZERODCE_PP = Path(__file__).resolve().parents[2] / "shared/data/weights/zerodce_pp/Epoch99.pth"
+
+
+@pytest.mark.parametrize("name", ["exponet", "zerodce_pp (official weights)"])
 def test_reduced_precision_stays_within_the_bound(split, name):
-    model = build(name)
+    """Mean PSNR within PRECISION_BOUND_DB of fp32: ExpoNet (random init), the published Zero-DCE++ (at its
+    scale 12; random-init Zero-DCE++ at scale 1 takes half a minute in emulated bf16)."""
+    if name == "exponet":
+        model = build(name)
+    elif OFFICIAL_ZERODCE_PP.exists():
+        model, _ = inference.load_model(OFFICIAL_ZERODCE_PP)
+    else:
+        pytest.skip(f"{OFFICIAL_ZERODCE_PP} absent")
     fp32 = mean_psnr(model, split, "fp32")
     for precision in ("bf16", "fp16"):  # fp16 emulated on the CPU: CUDA's numbers, not its speed
         assert abs(mean_psnr(model, split, precision) - fp32) < inference.PRECISION_BOUND_DB, precision
