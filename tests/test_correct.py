@@ -399,3 +399,36 @@ def test_24_megapixel_photo_stays_under_3_gb(trained, photo_24mp, tmp_path, name
     assert code == 0, stderr
     assert read_photo(tmp_path / "big_corrected.jpg").rgb.shape == (4000, 6000, 3)
     assert peak < 3 * GB, f"{name}: peak RSS {peak / GB:.2f} GB"
+
+
+def test_a_folder_pipelined_gives_the_outputs_and_messages_of_one_photo_at_a_time(photos, tmp_path, caplog):
+    """Decode ahead and encode behind (`correct.run`): every output byte-identical to correcting each photo
+    alone, a corrupt file one error line naming it, warnings and errors in the photos' order; photos/s and
+    --timings at the end."""
+    (photos / "b2_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    save(photos / "f.png", "png-rgba")
+    (tmp_path / "m" / "zerodce_pp").mkdir(parents=True)
+    model = tmp_path / "m" / "zerodce_pp" / "model.pt"
+    torch.save({"model": "zerodce_pp", "arch": ARCH["zerodce_pp"], "state_dict": build("zerodce_pp").state_dict(),
+                "params": {}}, model)
+    files = sorted(p for p in photos.rglob("*") if p.is_file())
+    for method in ("clahe", str(model)):
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            assert correct(str(photos), "--model", method, "--format", "jpg", "-o", str(tmp_path / "batch"),
+                           "--overwrite", "--timings", str(tmp_path / "timings.json")) == 1
+        said = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]
+        assert [level for level, _ in said] == ["WARNING", "ERROR", "WARNING", "WARNING"]  # alpha dropped; corrupt
+        for (_, text), name in zip(said, ["b.png", "b2_broken.jpg", "e.tif", "f.png"]):
+            assert text.startswith(f"correct: '{photos / name}'"), text
+        assert "photos/s" in caplog.records[-1].getMessage()
+        timings = json.loads((tmp_path / "timings.json").read_text())
+        assert (timings["written"], timings["failed"]) == (len(files) - 1, 1) and timings["photos_per_second"] > 0
+        assert set(timings["seconds"]) == {"load", "decode", "compute", "encode", "batch"}
+        for f in files:
+            if f.name == "b2_broken.jpg":
+                continue
+            alone = tmp_path / "alone" / f.name
+            assert correct(str(f), "--model", method, "--format", "jpg", "-o", str(alone), "--overwrite") == 0
+            batch = tmp_path / "batch" / f.parent.relative_to(photos) / f"{f.stem}_corrected.jpg"
+            assert batch.read_bytes() == (alone / f"{f.stem}_corrected.jpg").read_bytes(), f

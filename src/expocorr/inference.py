@@ -23,6 +23,13 @@ the README, "Correct your own photos"):
 * ``tiled``: overlapping ``TILE``-px tiles, blended with linear ramps over the overlap (the default
   for a model not in ``STRATEGIES``; the autoencoders and the GAN scored better guided).
 
+Precision (`pick_precision`, `--precision` of `expocorr correct`): ``fp32``, or the model's forward under
+autocast in ``bf16`` or ``fp16``. ``auto`` takes a reduced precision only where it is faster and keeps the
+output: fp16 on CUDA, bf16 on a CPU with native bfloat16 (AVX512-BF16 or AMX), each only for the models in
+``REDUCED_PRECISION_MODELS`` (tests/test_precision.py: within ``PRECISION_BOUND_DB`` of fp32 on a synthetic
+split); else fp32, which gives today's results bit for bit. Channels-last is not used: its fp32 Zero-DCE
+convolutions differ from the contiguous ones in the last bit.
+
 Baselines, and loading a method by name (a baseline without torch): `expocorr.methods`.
 """
 
@@ -68,6 +75,14 @@ DEFAULT_STRATEGY = "tiled"  # a plugin model (README "Add a model") or one not c
 # inference exact (Zero-DCE: seven 3×3 convolutions).
 RECEPTIVE_RADIUS = {"zerodce": 7}
 ZERODCE_PP_MAX_SCALE = 12  # Zero-DCE++ official test script (lowlight_test.py): curves estimated at 1/12
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISION_BOUND_DB = 0.05  # `auto`: a reduced precision may move a model's mean PSNR by less than this
+# Models whose bf16 and fp16 outputs were measured within PRECISION_BOUND_DB of fp32 on a synthetic split
+# (README "Correct your own photos"; tests/test_precision.py); the others (hdr_autoencoder, plugins) run in
+# fp32 under `auto`.
+REDUCED_PRECISION_MODELS = frozenset({"msec", "zerodce", "zerodce_pp", "exponet", "exponet_double", "exposure_gan"})
+CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # /proc/cpuinfo: x86 AVX512-BF16 / AMX, Arm BF16
+
 
 def pick_device(requested: str, local_rank: int = 0) -> torch.device:
     """`auto` picks cuda > mps > cpu; under torchrun each rank takes cuda:LOCAL_RANK."""
@@ -84,6 +99,49 @@ def pick_device(requested: str, local_rank: int = 0) -> torch.device:
         if device.index is None:
             device = torch.device("cuda", local_rank)
     return device
+
+
+def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether the CPU computes bfloat16 natively (its flags in `cpuinfo`; False where there is no such file)."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    flags = {flag for line in text.splitlines() if line.split(":")[0].strip() in ("flags", "Features")
+             for flag in line.split(":", 1)[1].split()}
+    return bool(flags & CPU_BF16_FLAGS)
+
+
+def pick_precision(requested: str, device: torch.device | str, name: str | None = None) -> tuple[str, str]:
+    """(precision, why) for model `name` on `device`: `requested` (fp32, bf16, fp16) when the device runs it,
+    or for ``auto`` fp16 on CUDA, bf16 on a CPU with native bfloat16, each only for a model in
+    REDUCED_PRECISION_MODELS, else fp32. fp16 on the CPU and reduced precision on other devices are refused,
+    naming --precision."""
+    device = torch.device(device)
+    if requested not in ("auto", *PRECISIONS):
+        raise MethodError(f"--precision {requested!r}: expected auto, {', '.join(PRECISIONS)}")
+    if requested == "auto":
+        measured = name in REDUCED_PRECISION_MODELS
+        if device.type == "cuda" and measured:
+            return "fp16", "auto: CUDA, fp16 measured within the PSNR bound for this model"
+        if device.type == "cpu" and measured and cpu_has_native_bf16():
+            return "bf16", "auto: this CPU computes bfloat16 natively (AVX512-BF16 / AMX)"
+        why = ("no reduced precision measured for this model" if not measured else
+               "this CPU has no native bfloat16 (emulated bf16 is slower)" if device.type == "cpu" else
+               f"no reduced precision on {device.type}")
+        return "fp32", f"auto: {why}"
+    if requested == "fp16" and device.type == "cpu":
+        raise MethodError("--precision fp16: not on the CPU (no fast float16 convolutions there); use bf16 or fp32")
+    if requested != "fp32" and device.type not in ("cpu", "cuda"):
+        raise MethodError(f"--precision {requested}: only fp32 on {device.type}")
+    if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise MethodError("--precision bf16: this GPU has no bfloat16; use fp16 or fp32")
+    return requested, "asked for"
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of `precision` on `device` (off for fp32)."""
+    return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32")
 
 
 def subnormal_mask(t: torch.Tensor) -> torch.Tensor:
@@ -208,10 +266,10 @@ def _to_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _forward(model: nn.Module, rgb: np.ndarray, device: torch.device) -> np.ndarray:
-    """The model on the whole of `rgb` (H×W×3 float in [0, 1]), clamped to [0, 1]; float32 H×W×3."""
+def _forward(model: nn.Module, rgb: np.ndarray, device: torch.device, precision: str = "fp32") -> np.ndarray:
+    """The model on the whole of `rgb` (H×W×3 float in [0, 1]) in `precision`, clamped to [0, 1]; float32 H×W×3."""
     x = _to_tensor(rgb, device)
-    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=device.type == "cuda"):
+    with autocast(device, precision):
         y = model(x)
     return y.float().clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
 
@@ -237,7 +295,7 @@ def _tile_starts(size: int, tile: int, step: int) -> list[int]:
 
 
 def run_tiled(model: nn.Module, rgb: np.ndarray, device: torch.device, tile: int = TILE,
-              overlap: int = TILE_OVERLAP) -> np.ndarray:
+              overlap: int = TILE_OVERLAP, precision: str = "fp32") -> np.ndarray:
     """The model on overlapping `tile`-px tiles, blended with linear ramps over the `overlap`."""
     h, w = rgb.shape[:2]
     step = max(1, tile - overlap)
@@ -251,14 +309,14 @@ def run_tiled(model: nn.Module, rgb: np.ndarray, device: torch.device, tile: int
             x1 = min(w, x0 + tile)
             wx = _ramp(x1 - x0, overlap, x0 > 0, x1 < w)
             window = (wy[:, None] * wx[None, :])[..., None]
-            out[y0:y1, x0:x1] += window * _forward(model, rgb[y0:y1, x0:x1], device)
+            out[y0:y1, x0:x1] += window * _forward(model, rgb[y0:y1, x0:x1], device, precision)
             weight[y0:y1, x0:x1] += window
     out /= weight
     return out
 
 
 def run_halo_tiled(model: nn.Module, rgb: np.ndarray, device: torch.device, radius: int,
-                   tile: int = TILE) -> np.ndarray:
+                   tile: int = TILE, precision: str = "fp32") -> np.ndarray:
     """A fully convolutional model of receptive-field radius `radius`, tile by tile with a `radius`-px halo:
     the same result as one pass over the whole image, in bounded memory."""
     h, w = rgb.shape[:2]
@@ -268,14 +326,14 @@ def run_halo_tiled(model: nn.Module, rgb: np.ndarray, device: torch.device, radi
         for x0 in range(0, w, tile):
             x1 = min(w, x0 + tile)
             ty0, ty1, tx0, tx1 = max(0, y0 - radius), min(h, y1 + radius), max(0, x0 - radius), min(w, x1 + radius)
-            y = _forward(model, rgb[ty0:ty1, tx0:tx1], device)
+            y = _forward(model, rgb[ty0:ty1, tx0:tx1], device, precision)
             out[y0:y1, x0:x1] = y[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0]
     return out
 
 
 @torch.no_grad()
 def run_zerodce_pp(model: nn.Module, rgb: np.ndarray, device: torch.device, scale: float,
-                   band_rows: int = 256) -> np.ndarray:
+                   band_rows: int = 256, precision: str = "fp32") -> np.ndarray:
     """Zero-DCE++ as its official test script runs photos: curves estimated on the image downscaled by
     `scale`, upscaled back as the model does (`zerodce_pp.downscale` / `upscale_curves`: the official
     resampling) and applied at full resolution in row bands; on the CPU the model's forward at
@@ -283,7 +341,7 @@ def run_zerodce_pp(model: nn.Module, rgb: np.ndarray, device: torch.device, scal
     h, w = rgb.shape[:2]
     x = torch.from_numpy(rgb.astype(np.float32, copy=False)).permute(2, 0, 1).unsqueeze(0)
     small = zerodce_pp.downscale(x, scale).to(device)
-    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=device.type == "cuda"):
+    with autocast(device, precision):
         a_low = model.dce(small)
     a = zerodce_pp.upscale_curves(a_low.float().cpu(), (h, w), scale, model.align_corners)
     curves = a[0].permute(1, 2, 0).numpy()  # H×W×3 view of the full-size map
@@ -297,56 +355,63 @@ def run_zerodce_pp(model: nn.Module, rgb: np.ndarray, device: torch.device, scal
     return out
 
 
-def run_msec(model: nn.Module, rgb: np.ndarray, device: torch.device) -> np.ndarray:
+def run_msec(model: nn.Module, rgb: np.ndarray, device: torch.device, precision: str = "fp32") -> np.ndarray:
     """MSEC as its official demo (demo_single_image.m) runs a photo above 512 px: the network on a copy
     of GUIDED_SIDE px on the long side, its input pyramid scaled by the model's ``band_scale``, then
     bilateral guided upsampling fitted on MSEC_FIT_SIDE² copies of that input and output (MSEC_GRID
     nodes) and applied to the full-resolution photo. The demo pads the copy to a 512² square and
     resizes bicubically; here the model pads itself and the resizes average areas."""
     small = downscaled(rgb, GUIDED_SIDE)
-    out = _forward(lambda x: model(x, scale_bands=max(rgb.shape[:2]) > GUIDED_SIDE), small, device)
+    out = _forward(lambda x: model(x, scale_bands=max(rgb.shape[:2]) > GUIDED_SIDE), small, device, precision)
     fit = (MSEC_FIT_SIDE, MSEC_FIT_SIDE)
     low_in, low_out = (cv2.resize(im, fit, interpolation=cv2.INTER_AREA) for im in (small, out))
     return guided_upsample(rgb, low_in, low_out, cell=MSEC_FIT_SIDE / (MSEC_GRID[1] - 1), bins=MSEC_GRID[2] - 1,
                            device=device)
 
 
-def run_model(model: nn.Module, rgb: np.ndarray, device: torch.device, strategy: str | None = None) -> np.ndarray:
+def run_model(model: nn.Module, rgb: np.ndarray, device: torch.device, strategy: str | None = None,
+              precision: str = "auto") -> np.ndarray:
     """The model on one float RGB image (H×W×3 in [0, 1]) at full resolution; returns the same (float32).
 
     `strategy` (`direct`, `guided`, `tiled`) defaults to `strategy_for(model name, image size)`;
     `direct` on a large image is exact tiling for Zero-DCE; Zero-DCE++ estimates its curves at its
-    `inference_scale` (`run_zerodce_pp`), at any size.
+    `inference_scale` (`run_zerodce_pp`), at any size. `precision`: fp32, bf16 or fp16 autocast as given
+    (checked by `pick_precision` where a method is loaded), or auto: `pick_precision`.
     """
     name = getattr(model, "name", None)
     h, w = rgb.shape[:2]
     strategy = strategy or strategy_for(name, h, w)
+    if precision == "auto":
+        precision, _ = pick_precision(precision, device, name)
     if strategy == "guided" and name == "msec":
-        return run_msec(model, rgb, device)
+        return run_msec(model, rgb, device, precision)
     if strategy == "guided":
-        return run_guided(lambda small: _forward(model, small, device), rgb, GUIDED_SIDE, device)
+        return run_guided(lambda small: _forward(model, small, device, precision), rgb, GUIDED_SIDE, device)
     if strategy == "tiled":
-        return run_tiled(model, rgb, device)
+        return run_tiled(model, rgb, device, precision=precision)
     if strategy != "direct":
         raise ValueError(f"unknown strategy {strategy!r} (direct | guided | tiled)")
     if name == "zerodce_pp":
         scale = zerodce_pp_scale(h, w, model.inference_scale)
         if scale != 1 or model.scale_factor != 1:
-            return run_zerodce_pp(model, rgb, device, scale)
+            return run_zerodce_pp(model, rgb, device, scale, precision=precision)
     if name in RECEPTIVE_RADIUS and max(h, w) > TILE:
-        return run_halo_tiled(model, rgb, device, RECEPTIVE_RADIUS[name])
-    return _forward(model, rgb, device)
+        return run_halo_tiled(model, rgb, device, RECEPTIVE_RADIUS[name], precision=precision)
+    return _forward(model, rgb, device, precision)
 
 
 def load_model_method(name: str, device: torch.device | str = "cpu", path: str | Path | None = None,
-                      checkpoint_format: str = "auto") -> Method:
+                      checkpoint_format: str = "auto", precision: str = "auto") -> Method:
     """A model as a `Method`: `models/NAME/model.pt`, or the file `path` (`methods.load_method`); kind
-    ``pretrained`` for a published checkpoint (the pretrained stage's file, or an authors' file)."""
+    ``pretrained`` for a published checkpoint (the pretrained stage's file, or an authors' file). Its
+    `precision` is resolved once (`pick_precision`) and recorded with the reason in ``Method.precision``."""
     device = torch.device(device)
     file = Path(path or model_path(name))
     model, checkpoint = load_model(file, device, name if name in models.MODELS else None, checkpoint_format)
     published = (checkpoint.get("metadata") or {}).get("pretrained")
     kind = "pretrained" if published else "model"
     label = (published or {}).get("name") or (name if path is None else checkpoint["model"])
-    return Method(label, kind, lambda rgb, ctx: run_model(model, rgb, device), n_parameters=parameter_count(model),
-                  settings=checkpoint.get("params", {}), source=repr(str(file)))
+    chosen, why = pick_precision(precision, device, checkpoint["model"])
+    return Method(label, kind, lambda rgb, ctx: run_model(model, rgb, device, precision=chosen),
+                  n_parameters=parameter_count(model), settings=checkpoint.get("params", {}), source=repr(str(file)),
+                  precision=(chosen, why))

@@ -62,14 +62,17 @@ class Method:
     """A named corrector: `method(rgb, ctx) -> rgb` (float32 H×W×3 in [0, 1]).
 
     `ctx` carries what a baseline may use (`ev`, `render`, `stack`); models ignore it. `source` is what
-    messages name: the model file, or the baseline.
+    messages name: the model file, or the baseline. `precision`: a model's (precision, why), from
+    `inference.pick_precision`; None for a baseline (NumPy / OpenCV as they are).
     """
 
     def __init__(self, name: str, kind: str, fn, n_parameters: int | None = None, oracle: bool = False,
-                 settings: dict | None = None, source: str | None = None) -> None:
+                 settings: dict | None = None, source: str | None = None,
+                 precision: tuple[str, str] | None = None) -> None:
         self.name, self.kind, self.fn = name, kind, fn
         self.n_parameters, self.oracle, self.settings = n_parameters, oracle, settings or {}
         self.source = source or f"{kind} {name!r}"
+        self.precision = precision
 
     def __call__(self, rgb: np.ndarray, ctx: dict) -> np.ndarray:
         out = self.fn(rgb, ctx)
@@ -82,12 +85,14 @@ class Method:
         return np.clip(out, 0.0, 1.0, out=out)  # in place: no second full-resolution copy
 
 
-def load_method(name: str, device="cpu", path: str | Path | None = None, checkpoint_format: str = "auto") -> Method:
+def load_method(name: str, device="cpu", path: str | Path | None = None, checkpoint_format: str = "auto",
+                precision: str = "auto") -> Method:
     """A registered baseline, or a model by name (`models/NAME/model.pt`: trained, or a published checkpoint
     of the pretrained stage), or the model file `path` (expocorr's, or an authors' official checkpoint).
 
     The model file must record model `name` (`inference.load_model`); for a `path` outside the train
     stage's layout (a folder not named after a model), and for a published checkpoint, `name` is not checked.
+    `precision` (auto, fp32, bf16, fp16): a model's, `inference.pick_precision`; a baseline has none.
     """
     from expocorr.baselines import BASELINES
 
@@ -104,4 +109,4 @@ def load_method(name: str, device="cpu", path: str | Path | None = None, checkpo
                           f"{MODELS_DIR}/NAME/model.pt, which the pretrained stage writes; a plugin model: name its "
                           "module in train.plugins of the params file, or install it with an expocorr.models entry "
                           "point)")
-    return inference.load_model_method(name, device, path, checkpoint_format)
+    return inference.load_model_method(name, device, path, checkpoint_format, precision)
