@@ -15,7 +15,8 @@ from expocorr.images import to_uint8
 from expocorr.methods import MethodError
 from expocorr.metrics.psnr import psnr
 
-PARAMS = params.load("params.yaml")
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = params.load(str(REPO / "params.yaml"))
 CPU = torch.device("cpu")
 
 
@@ -41,7 +42,7 @@ def mean_psnr(model, pairs, precision: str) -> float:
                           for x, ref in pairs]))
 
 
-OFFICIAL_ZERODCE_PP = Path(__file__).resolve().parents[2] / "shared/data/weights/zerodce_pp/Epoch99.pth"
+OFFICIAL_ZERODCE_PP = REPO.parent / "shared/data/weights/zerodce_pp/Epoch99.pth"
 
 
 @pytest.mark.parametrize("name", ["exponet", "zerodce_pp (official weights)"])
