@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "src"))
-    from expocorr import guided_upsampling as current
+    from expocorr.imaging import guided_upsampling as current
     from record import write_record
 
     results = []

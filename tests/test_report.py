@@ -26,11 +26,12 @@ from skimage import data as skdata
 from skimage.color import deltaE_ciede2000, rgb2lab
 
 import workspace
-from expocorr import cli, params, report, tracking
+from expocorr import cli, params, tracking
+from expocorr.stages import report
 from expocorr.errors import UserError
-from expocorr.images import resize_max_side, to_uint8, write_rgb
+from expocorr.imaging.images import resize_max_side, to_uint8, write_rgb
 from expocorr.metrics import psnr, ssim
-from expocorr.render import ev_name
+from expocorr.imaging.synthesis import ev_name
 from expocorr.tables import write_csv
 
 REPO = Path(__file__).resolve().parents[1]

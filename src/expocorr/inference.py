@@ -38,8 +38,8 @@ import torch
 from torch import nn
 
 from expocorr import models
-from expocorr.guided_upsampling import guided_upsample
-from expocorr.methods import Method, MethodError, downscaled, model_path, run_guided
+from expocorr.imaging.guided_upsampling import guided_upsample
+from expocorr.corrector import Method, MethodError, downscaled, model_path, run_guided
 from expocorr.models import zerodce_pp
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", expected: s
     `pretrained.from_published`), or ``auto`` (any, told apart by the keys). Refused, naming the file:
     pickled objects, a layout that is none of these, a file recording another model than `expected`, and
     non-finite (NaN or infinite) weights; messages name `label` (default: the path)."""
-    from expocorr import pretrained
+    from expocorr import checkpoints as pretrained
 
     path = Path(path)
     name = label or repr(str(path))

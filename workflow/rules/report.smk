@@ -8,7 +8,7 @@ rule report:
         expand("metrics/{method}_per_image.csv", method=OUTPUT_NAMES),
         expand("metrics/details/{method}.json", method=OUTPUT_NAMES),
         expand("models/{model}/train_log.csv", model=MODELS),
-        "src/expocorr/report.py",
+        "src/expocorr/stages/report",
         "src/expocorr/plot_data.py",
     output:
         md="reports/report.md",

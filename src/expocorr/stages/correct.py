@@ -171,7 +171,7 @@ def collect(inputs: list[str], suffix: str, outdir: Path | None) -> tuple[list[t
 
     In folders, files ending in `suffix` (outputs of an earlier run) and anything under `outdir` are skipped.
     """
-    from expocorr.photo_io import is_photo, quoted
+    from expocorr.imaging.photo_io import is_photo, quoted
 
     found: list[tuple[Path, Path]] = []
     errors: list[str] = []
@@ -207,7 +207,7 @@ def collect(inputs: list[str], suffix: str, outdir: Path | None) -> tuple[list[t
 
 def output_path(photo_path: Path, root: Path, outdir: Path | None, suffix: str, fmt: str, in_format: str) -> Path:
     """Where the corrected `photo_path` goes: OUTDIR/<path under its folder> or its own folder, + suffix."""
-    from expocorr.photo_io import FORMAT_SUFFIX
+    from expocorr.imaging.photo_io import FORMAT_SUFFIX
 
     ext = photo_path.suffix if fmt == in_format else FORMAT_SUFFIX[fmt]
     name = f"{photo_path.stem}{suffix}{ext}"
@@ -222,7 +222,7 @@ def sha256(data: bytes) -> str:
 
 def read_manifest(folder: Path) -> dict[str, str]:
     """Output name -> sha256 that `correct` recorded writing in `folder` ({} when there is no readable one)."""
-    from expocorr.images import ImageError, read_regular
+    from expocorr.imaging.images import ImageError, read_regular
 
     path = folder / MANIFEST
     if not os.path.lexists(path):
@@ -238,7 +238,7 @@ def read_manifest(folder: Path) -> dict[str, str]:
 
 def ours(out: Path, recorded: dict[str, str], max_bytes: int) -> bool:
     """Whether the existing `out` is a regular file holding exactly what `correct` recorded writing there."""
-    from expocorr.images import ImageError, read_regular
+    from expocorr.imaging.images import ImageError, read_regular
 
     if out.name not in recorded or out.is_symlink():
         return False
@@ -251,7 +251,7 @@ def ours(out: Path, recorded: dict[str, str], max_bytes: int) -> bool:
 def run(args: argparse.Namespace) -> int:
     """Correct every photo named by `args`; 0 when all were written, 1 when any failed."""
     from expocorr.atomic import write_bytes, write_text
-    from expocorr.photo_io import encode_photo, max_file_bytes, output_format, quoted, read_photo
+    from expocorr.imaging.photo_io import encode_photo, max_file_bytes, output_format, quoted, read_photo
 
     if not 1 <= args.quality <= 100:
         raise CorrectError(f"--quality {args.quality}: must be 1..100")

@@ -36,7 +36,7 @@ from PIL import Image
 
 from expocorr.atomic import atomic_dir, write_text
 from expocorr.errors import UserError
-from expocorr.images import ImageError, read_rgb, resize_max_side, to_uint8
+from expocorr.imaging.images import ImageError, read_rgb, resize_max_side, to_uint8
 from expocorr.metrics.histogram import luminance
 from expocorr.methods import LEARNED_KINDS
 from expocorr.plot_data import write as write_plot_data
