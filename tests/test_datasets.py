@@ -21,6 +21,7 @@ import pytest
 from expocorr import params
 from expocorr.sources import datasets
 from expocorr.stages import download, evaluate, render, report, split
+from expocorr.stages.report import data as report_data
 from expocorr.imaging.images import read_rgb, to_uint8
 from expocorr.tables import read_csv
 
@@ -280,8 +281,8 @@ def test_gt_mean_is_off_by_default_and_labelled_when_on(repo, dataset_params, tm
     evaluate.run(p, "identity")
     methods = report.load_methods()
     m = next(m for m in methods if m.name == "identity")
-    assert report.kind_label(m) == "baseline (GT-mean)"
-    record = report.dataset(m)
+    assert report_data.kind_label(m) == "baseline (GT-mean)"
+    record = report_data.dataset(m)
     assert record["gt_mean"] is True and record["protocol"] == datasets.PROTOCOLS["lol"]
     heading, lines = report._dataset_heading(record)
     assert f"Protocol: {datasets.PROTOCOLS['lol']}." in lines and any(line.startswith("GT-mean:") for line in lines)
