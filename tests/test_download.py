@@ -144,13 +144,13 @@ def no_retries(monkeypatch):
 
 @pytest.fixture
 def warnings_log(caplog):
-    caplog.set_level(logging.WARNING, logger="expocorr.stages.download")
+    caplog.set_level(logging.WARNING, logger="expocorr")  # the stage and its sources (expocorr.sources.*)
     return caplog
 
 
 def warned(caplog, text: str) -> bool:
     return any(
-        r.levelno == logging.WARNING and r.name == "expocorr.stages.download" and text in r.getMessage()
+        r.levelno == logging.WARNING and r.name.startswith("expocorr.") and text in r.getMessage()
         for r in caplog.records
     )
 
