@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from expocorr import inference
-from expocorr.images import read_rgb, to_uint8
+from expocorr.imaging.images import read_rgb, to_uint8
 from expocorr.metrics import psnr
 from expocorr.tables import read_csv
 from record import write_record

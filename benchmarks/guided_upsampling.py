@@ -4,7 +4,7 @@ before 2026-12), in the same run: seconds to fit the grid on a 512-px pair and t
 
     python benchmarks/guided_upsampling.py [--against 02b111a] [--sizes 1200x900 4000x3000 6000x4000]
 
-The earlier module is read with `git show REV:src/expocorr/guided_upsampling.py`. The photo is a real one
+The earlier module is read with `git show REV:src/expocorr/[imaging/]guided_upsampling.py`. The photo is a real one
 (scikit-image's astronaut) resized to each size; the operator a smooth local tone curve and colour mix.
 Writes reports/bench/guided_upsampling.json.
 """
@@ -33,8 +33,13 @@ LOW_SIDE = 512
 
 def module_at(revision: str, folder: Path):
     """The guided_upsampling module of `revision`, imported from a copy under `folder`."""
-    text = subprocess.run(["git", "show", f"{revision}:src/expocorr/guided_upsampling.py"], cwd=REPO,
-                          capture_output=True, text=True, check=True).stdout
+    for where in ("src/expocorr/imaging/guided_upsampling.py", "src/expocorr/guided_upsampling.py"):  # after, before
+        shown = subprocess.run(["git", "show", f"{revision}:{where}"], cwd=REPO, capture_output=True, text=True)
+        if shown.returncode == 0:
+            break
+    else:
+        raise SystemExit(f"--against {revision}: no guided_upsampling.py there")
+    text = shown.stdout
     path = folder / f"guided_upsampling_{revision}.py"
     path.write_text(text)
     spec = importlib.util.spec_from_file_location(path.stem, path)
@@ -66,7 +71,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "src"))
-    from expocorr import guided_upsampling as current
+    from expocorr.imaging import guided_upsampling as current
     from record import write_record
 
     results = []

@@ -16,7 +16,7 @@ import numpy as np
 import skimage
 from PIL import Image, TiffImagePlugin
 
-from expocorr import render
+from expocorr.stages import render
 
 TIMES = (1 / 8, 1 / 4, 1 / 2, 1.0, 2.0)  # seconds; one stop apart
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")

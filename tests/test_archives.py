@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import workspace
-from expocorr.archives import RATIO_FLOOR, ArchiveError, extract
+from expocorr.sources.archives import RATIO_FLOOR, ArchiveError, extract
 
 BIG = 10**12  # a max_bytes no test archive reaches
 RATIO = 100  # data.max_compression_ratio's default
@@ -545,7 +545,7 @@ def wrap_offsets(data: bytes, modulus: int) -> bytes:
 def test_zip_over_the_offset_limit_without_zip64_records_extracts(box, monkeypatch):
     """A zip larger than 2**32 bytes written without ZIP64 (the Fairchild survey's HDRPS_Raws.zip) keeps
     its offsets modulo 2**32; here the limit is lowered to 4 KiB so the archive can be small."""
-    monkeypatch.setattr("expocorr.archives.ZIP_WRAP", 4096)
+    monkeypatch.setattr("expocorr.sources.archives.ZIP_WRAP", 4096)
     rng = np.random.default_rng(1)
     files = {f"HDRPS_Raws/Scene{i // 3}/DSC_{i:04d}.NEF": rng.integers(0, 256, int(n), dtype=np.uint8).tobytes()
              for i, n in enumerate(rng.integers(500, 9000, 12))}
@@ -560,7 +560,7 @@ def test_zip_over_the_offset_limit_without_zip64_records_extracts(box, monkeypat
 
 def test_zip_with_data_prepended_is_left_as_zipfile_reads_it(box, monkeypatch):
     """A self-extracting-style archive (bytes before the zip) is not mistaken for a wrapped one."""
-    monkeypatch.setattr("expocorr.archives.ZIP_WRAP", 4096)
+    monkeypatch.setattr("expocorr.sources.archives.ZIP_WRAP", 4096)
     body = zip_bytes(list(GOOD_FILES.items()), zipfile.ZIP_STORED)
     archive = box.write("sfx.zip", b"#!/bin/sh\n" + bytes(5000) + body)
     extract(archive, box.target, BIG, RATIO)

@@ -11,11 +11,11 @@ import pytest
 import skimage
 from skimage.color import rgb2gray
 
-from expocorr import render
+from expocorr.stages import render
 from expocorr.baselines import BASELINES, Baseline, BaselineError, fusion, register, registry
 from expocorr.baselines.classical import GAMMA_RANGE, auto_gamma
 from expocorr.errors import UserError
-from expocorr.images import read_rgb, to_uint8
+from expocorr.imaging.images import read_rgb, to_uint8
 from expocorr.metrics import psnr
 
 FROBISHER = Path(__file__).resolve().parents[2] / "shared/data/stacks/frobisher"

@@ -22,9 +22,9 @@ from torch import nn
 
 import workspace
 from expocorr import cli, inference, methods, models, params
-from expocorr.correct import DEFAULT_MAX_MEGAPIXELS, MANIFEST
+from expocorr.stages.correct import DEFAULT_MAX_MEGAPIXELS, MANIFEST
 from expocorr.models.registry import MODELS
-from expocorr.photo_io import read_photo
+from expocorr.imaging.photo_io import read_photo
 
 REPO = Path(__file__).resolve().parents[1]
 ARCH = {name: params.load(REPO / "params.yaml")["train"][name]["arch"] for name in MODELS}

@@ -1,4 +1,4 @@
-"""Benchmark datasets as sources (expocorr.datasets): fixture archives with each dataset's published layout
+"""Benchmark datasets as sources (expocorr.sources.datasets): fixture archives with each dataset's published layout
 (names and folders as released, counts scaled down), over loopback or as local paths, through download,
 render and split; the layout errors; MSEC's under / over groups; GT-mean scoring and its labels."""
 
@@ -18,8 +18,11 @@ import cv2
 import numpy as np
 import pytest
 
-from expocorr import datasets, download, evaluate, params, render, report, split
-from expocorr.images import read_rgb, to_uint8
+from expocorr import params
+from expocorr.sources import datasets
+from expocorr.stages import download, evaluate, render, report, split
+from expocorr.stages.report import data as report_data
+from expocorr.imaging.images import read_rgb, to_uint8
 from expocorr.tables import read_csv
 
 SIZE = (24, 16)  # px (width, height): LOL's 600x400 scaled down 25 times
@@ -131,7 +134,7 @@ def test_lol_over_loopback_keeps_its_split_and_protocol(repo, dataset_params, ht
     (http_server.root / "LOLdataset.zip").write_bytes(data)
     p = dataset_params("lol", lol={"archive": http_server.url("LOLdataset.zip"), "sha256": sha256(data)})
 
-    with caplog.at_level(logging.WARNING, logger="expocorr.datasets"):
+    with caplog.at_level(logging.WARNING, logger="expocorr.sources.datasets"):
         download.run(p)
     assert "LOL our485: pairs: 3, the published dataset has 485" in caplog.text
     render.run(p)
@@ -230,9 +233,9 @@ def test_msec_groups_follow_the_published_test_counts(repo, tmp_path, caplog):
         (root / f"expert_{e}_testing_set").mkdir(parents=True)
         cv2.imwrite(str(root / f"expert_{e}_testing_set/a0001-x.jpg"), photo("coffee"))
     (root / "INPUT_IMAGES").mkdir()
-    for suffix in download.MSEC_EV:
+    for suffix in datasets.MSEC_EV:
         cv2.imwrite(str(root / f"INPUT_IMAGES/a0001-x_{suffix}.JPG"), photo("coffee"))
-    with caplog.at_level(logging.WARNING, logger="expocorr.datasets"):
+    with caplog.at_level(logging.WARNING, logger="expocorr.sources.datasets"):
         rows = datasets.index_msec(root, "testing", [])
     assert "MSEC testing: under inputs: 2, the published dataset has 2362" in caplog.text
     records = [{"ev": r["ev"], "exposure": r["exposure"], "identical_pair": False, "psnr:reference": 20.0 + r["ev"]}
@@ -278,8 +281,8 @@ def test_gt_mean_is_off_by_default_and_labelled_when_on(repo, dataset_params, tm
     evaluate.run(p, "identity")
     methods = report.load_methods()
     m = next(m for m in methods if m.name == "identity")
-    assert report.kind_label(m) == "baseline (GT-mean)"
-    record = report.dataset(m)
+    assert report_data.kind_label(m) == "baseline (GT-mean)"
+    record = report_data.dataset(m)
     assert record["gt_mean"] is True and record["protocol"] == datasets.PROTOCOLS["lol"]
     heading, lines = report._dataset_heading(record)
     assert f"Protocol: {datasets.PROTOCOLS['lol']}." in lines and any(line.startswith("GT-mean:") for line in lines)

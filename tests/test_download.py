@@ -21,8 +21,12 @@ import numpy as np
 import pytest
 import rawpy
 
-from expocorr import datasets, download, params
-from expocorr.archives import ArchiveError
+from expocorr import params
+from expocorr.sources import bundled, datasets
+from expocorr.sources import files as source_files
+from expocorr.sources import url as url_source
+from expocorr.stages import download
+from expocorr.sources.archives import ArchiveError
 from expocorr.tables import read_csv
 
 INDEX_HEADER = "scene,kind,path,split,ev,reference," + ",".join(f"reference_expert_{e}" for e in "abcde") + \
@@ -135,18 +139,18 @@ def make_params(base, data_validator):
 
 @pytest.fixture
 def no_retries(monkeypatch):
-    monkeypatch.setattr(download, "DOWNLOAD_RETRIES", 0)
+    monkeypatch.setattr(url_source, "DOWNLOAD_RETRIES", 0)
 
 
 @pytest.fixture
 def warnings_log(caplog):
-    caplog.set_level(logging.WARNING, logger="expocorr.download")
+    caplog.set_level(logging.WARNING, logger="expocorr")  # the stage and its sources (expocorr.sources.*)
     return caplog
 
 
 def warned(caplog, text: str) -> bool:
     return any(
-        r.levelno == logging.WARNING and r.name == "expocorr.download" and text in r.getMessage()
+        r.levelno == logging.WARNING and r.name.startswith("expocorr.") and text in r.getMessage()
         for r in caplog.records
     )
 
@@ -165,7 +169,7 @@ def warned(caplog, text: str) -> bool:
     ],
 )
 def test_scene_id_is_file_system_safe(relative, expected):
-    assert download.scene_id(Path(relative)) == expected
+    assert source_files.scene_id(Path(relative)) == expected
 
 
 # ----------------------------------------------------------------------------- fetch (pooch)
@@ -177,7 +181,7 @@ def test_fetch_downloads_verifies_and_caches(http_server, tmp_path, no_retries):
     url = http_server.url("photos.zip")
     cache = tmp_path / "cache"
 
-    path = download.fetch(url, sha256(data).upper(), cache)  # upper-case hex is accepted too
+    path = url_source.fetch(url, sha256(data).upper(), cache)  # upper-case hex is accepted too
 
     assert path.parent == cache
     assert path.name.endswith("-photos.zip")
@@ -185,7 +189,7 @@ def test_fetch_downloads_verifies_and_caches(http_server, tmp_path, no_retries):
     assert sorted(os.listdir(cache)) == [path.name]
     assert http_server.requests == ["/photos.zip"]
 
-    again = download.fetch(url, sha256(data), cache)
+    again = url_source.fetch(url, sha256(data), cache)
     assert again == path
     assert http_server.requests == ["/photos.zip"]  # served from the cache, not downloaded again
 
@@ -196,8 +200,8 @@ def test_fetch_urls_with_the_same_file_name_do_not_share_a_cache_file(http_serve
         (http_server.root / folder).mkdir()
         (http_server.root / folder / "photos.zip").write_bytes(data)
     cache = tmp_path / "cache"
-    a = download.fetch(http_server.url("x/photos.zip"), sha256(one), cache)
-    b = download.fetch(http_server.url("y/photos.zip"), sha256(two), cache)
+    a = url_source.fetch(http_server.url("x/photos.zip"), sha256(one), cache)
+    b = url_source.fetch(http_server.url("y/photos.zip"), sha256(two), cache)
     assert a != b
     assert (a.read_bytes(), b.read_bytes()) == (one, two)
 
@@ -207,7 +211,7 @@ def test_fetch_wrong_sha256_raises_and_leaves_no_file(http_server, tmp_path, no_
     url = http_server.url("photos.zip")
     cache = tmp_path / "cache"
     with pytest.raises(download.DownloadError) as err:
-        download.fetch(url, "0" * 64, cache)
+        url_source.fetch(url, "0" * 64, cache)
     assert str(err.value).startswith(f"{url}: ")
     assert "0" * 64 in str(err.value)  # the expected hash is quoted
     assert os.listdir(cache) == []  # neither the file nor pooch's temporary file
@@ -218,7 +222,7 @@ def test_fetch_without_sha256_logs_the_hash_to_pin(http_server, tmp_path, no_ret
     data = make_zip({"a.txt": b"a"})
     (http_server.root / "photos.zip").write_bytes(data)
     url = http_server.url("photos.zip")
-    path = download.fetch(url, None, tmp_path / "cache")
+    path = url_source.fetch(url, None, tmp_path / "cache")
     assert path.read_bytes() == data
     assert warned(warnings_log, url) and warned(warnings_log, sha256(data))
 
@@ -227,16 +231,16 @@ def test_fetch_404_raises_naming_the_url(http_server, tmp_path, no_retries):
     url = http_server.url("missing.zip")
     cache = tmp_path / "cache"
     with pytest.raises(download.DownloadError) as err:
-        download.fetch(url, "0" * 64, cache)
+        url_source.fetch(url, "0" * 64, cache)
     assert str(err.value).startswith(f"{url}: download failed: ")
     assert "404" in str(err.value)
     assert os.listdir(cache) == []
 
 
 def test_fetch_retries_a_failed_download(http_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(download, "DOWNLOAD_RETRIES", 1)  # pooch waits 1 s before the retry
+    monkeypatch.setattr(url_source, "DOWNLOAD_RETRIES", 1)  # pooch waits 1 s before the retry
     with pytest.raises(download.DownloadError, match="missing.zip"):
-        download.fetch(http_server.url("missing.zip"), "0" * 64, tmp_path / "cache")
+        url_source.fetch(http_server.url("missing.zip"), "0" * 64, tmp_path / "cache")
     assert http_server.requests == ["/missing.zip", "/missing.zip"]
 
 
@@ -248,7 +252,7 @@ def test_fetch_connection_refused_names_the_url(tmp_path, no_retries, monkeypatc
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/photos.zip"
     with pytest.raises(download.DownloadError) as err:
-        download.fetch(url, "0" * 64, tmp_path / "cache")
+        url_source.fetch(url, "0" * 64, tmp_path / "cache")
     assert str(err.value).startswith(f"{url}: download failed: ")
     assert os.listdir(tmp_path / "cache") == []
 
@@ -259,21 +263,21 @@ def test_fetch_file_url(tmp_path, no_retries):
     source = tmp_path / "my photos.zip"
     source.write_bytes(data)
     cache = tmp_path / "cache"
-    path = download.fetch(source.as_uri(), sha256(data), cache)
+    path = url_source.fetch(source.as_uri(), sha256(data), cache)
     assert path.read_bytes() == data
     with pytest.raises(download.DownloadError, match="0{64}"):
-        download.fetch(source.as_uri(), "0" * 64, tmp_path / "other")
+        url_source.fetch(source.as_uri(), "0" * 64, tmp_path / "other")
     assert os.listdir(tmp_path / "other") == []
     missing = (tmp_path / "missing.zip").as_uri()
     with pytest.raises(download.DownloadError, match=f"^{missing}: download failed"):
-        download.fetch(missing, None, cache)
+        url_source.fetch(missing, None, cache)
 
 
 def test_fetch_unsupported_scheme(tmp_path):
     with pytest.raises(download.DownloadError, match=r"^gopher://host/a\.zip: unsupported URL scheme 'gopher'"):
-        download.fetch("gopher://host/a.zip", None, tmp_path / "cache")
+        url_source.fetch("gopher://host/a.zip", None, tmp_path / "cache")
     with pytest.raises(download.DownloadError, match=r"^file://server/a\.zip: file URLs on another host"):
-        download.fetch("file://server/a.zip", None, tmp_path / "cache")
+        url_source.fetch("file://server/a.zip", None, tmp_path / "cache")
 
 
 # ----------------------------------------------------------------------------- source: bundled
@@ -283,7 +287,7 @@ def test_bundled_gives_the_eight_package_photos_byte_identical(repo, make_params
     download.run(make_params(source="bundled"))
 
     expected = []
-    for scene, package, resource in download.BUNDLED:
+    for scene, package, resource in bundled.BUNDLED:
         source = resources.files(package).joinpath(resource)
         assert source.is_file(), f"{package}:{resource} is not installed"
         expected.append(srgb_row(scene, Path(resource).suffix))
@@ -297,7 +301,7 @@ def test_bundled_gives_the_eight_package_photos_byte_identical(repo, make_params
 
 def test_bundled_skips_a_photo_whose_package_file_is_missing(repo, make_params, monkeypatch):
     monkeypatch.setattr(
-        download, "BUNDLED", [("astronaut", "skimage", "data/astronaut.png"), ("gone", "skimage", "data/no-such.png")]
+        bundled, "BUNDLED", [("astronaut", "skimage", "data/astronaut.png"), ("gone", "skimage", "data/no-such.png")]
     )
     download.run(make_params(source="bundled"))
     assert index_rows() == [srgb_row("astronaut", ".png")]

@@ -14,9 +14,10 @@ from mlflow.tracking import MlflowClient
 
 import bracketed
 import workspace
-from expocorr import cli, evaluate, methods
-from expocorr.evaluate import example_rows
-from expocorr.images import read_rgb, to_uint8
+from expocorr import cli, methods
+from expocorr.stages import evaluate
+from expocorr.stages.evaluate import example_rows
+from expocorr.imaging.images import read_rgb, to_uint8
 from expocorr.metrics import NoReference, psnr
 from expocorr.tables import read_csv
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import skimage.data
 
-from expocorr import guided_upsampling
+from expocorr.imaging import guided_upsampling
 from expocorr.baselines import BASELINES
-from expocorr.guided_upsampling import fit_grid, guided_upsample, slice_grid
+from expocorr.imaging.guided_upsampling import fit_grid, guided_upsample, slice_grid
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

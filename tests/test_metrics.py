@@ -24,6 +24,7 @@ from expocorr.metrics.histogram import (
     set_similarity,
 )
 from expocorr.metrics.ycbcr import rgb_to_y
+from expocorr.sources.bundled import BUNDLED
 
 
 @pytest.fixture(scope="module")
@@ -328,12 +329,12 @@ def test_niqe_edge_cases(niqe_params_file):
 def test_bundled_niqe_model_is_its_refit(tmp_path, astronaut, capsys):
     """niqe_bundled.npz is what `python -m expocorr.metrics fit-niqe-bundled` fits on the bundled photos; with
     `niqe_params: bundled` NIQE is computed from it, and an image smaller than one block has no value."""
-    assert niqe_module.main(["fit-niqe-bundled", str(tmp_path / "refit.npz")]) == 0
+    assert niqe_module.main(["fit-niqe-bundled", str(tmp_path / "refit.npz")], BUNDLED) == 0
     assert "fitted on 8 bundled photos" in capsys.readouterr().out
     for shipped, refit in zip(niqe_module.load_params(niqe_module.BUNDLED_PARAMS),
                               niqe_module.load_params(tmp_path / "refit.npz")):
         np.testing.assert_allclose(refit, shipped, rtol=1e-7, atol=1e-12)
-    assert niqe_module.main(["fit-niqe-bundled"]) == 2
+    assert niqe_module.main(["fit-niqe-bundled"], BUNDLED) == 2
     noref = NoReference({"niqe_params": "bundled"})
     assert noref.names == ("niqe",) and "not the MATLAB release's model" in noref.status()["niqe"]
     clean = noref.score(astronaut)["niqe"]

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from skimage import color as skcolor
 from skimage import data as skdata
 
-from expocorr import params, render
+from expocorr import params
+from expocorr.stages import render
 from expocorr.metrics.checkerboard import grid_excess
 from expocorr.models import build, exponet, exponet_double
 

@@ -18,7 +18,7 @@ from torch import nn
 import expocorr.models.exposure_gan as gan
 from expocorr.models.registry import build
 from expocorr.models.vgg import vgg_features
-from expocorr.render import decode_curve, encode_curve, expose
+from expocorr.imaging.colour import decode_curve, encode_curve, expose
 
 # Printed by the pix2pix code (pytorch-CycleGAN-and-pix2pix) as 54.414 M and 2.769 M: unet_256
 # generator and the basic (n_layers=3, 70×70) PatchGAN on 6 channels, both with BatchNorm.

@@ -16,7 +16,7 @@ import yaml
 import expocorr.models.hdr_autoencoder as hdr
 from expocorr.models.registry import build
 from expocorr.models.vgg import vgg_features
-from expocorr.render import encode_curve, decode_curve, expose
+from expocorr.imaging.colour import encode_curve, decode_curve, expose
 
 # torchvision's vgg16().features state_dict keys, in order.
 TORCHVISION_VGG16_FEATURE_KEYS = [

@@ -14,7 +14,8 @@ import yaml
 from scipy.ndimage import correlate
 from skimage import data as skdata
 
-from expocorr import inference, params, render, sampling
+from expocorr import inference, params, sampling
+from expocorr.stages import render
 from expocorr.models import MODELS, build, msec
 
 REPO = Path(__file__).resolve().parents[1]

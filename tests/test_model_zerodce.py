@@ -18,7 +18,7 @@ from skimage import data
 
 from expocorr import inference, params
 from expocorr.models import MODELS, build, zerodce, zerodce_pp
-from expocorr.render import linear_to_srgb, srgb_to_linear
+from expocorr.imaging.colour import linear_to_srgb, srgb_to_linear
 
 NAMES = ["zerodce", "zerodce_pp"]
 ODD_SIZES = [(33, 47), (17, 64), (65, 31)]

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from skimage import data as skdata
 from torch import nn
 
-from expocorr import cli, inference, methods, pretrained
+from expocorr import cli, inference, methods
+from expocorr import checkpoints
 from expocorr.models import msec
 from test_pretrained import params_with, sha256
 
@@ -113,7 +114,7 @@ def test_opencv_pyramid_in_torch_is_cv2s(size):
 
 
 def test_port_keys_cover_the_port_snapshot():
-    names = pretrained.port_keys(msec.PORT_ARCH)
+    names = checkpoints.port_keys(msec.PORT_ARCH)
     assert set(names.values()) == set(MSPEC_Net().state_dict())
     generator = {k for k in msec.MSEC(**msec.PORT_ARCH).state_dict() if not k.startswith("discriminator.")}
     assert set(names) == generator

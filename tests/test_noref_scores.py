@@ -12,9 +12,9 @@ import pytest
 import torch
 from skimage import data
 
-from expocorr import evaluate
+from expocorr.stages import evaluate
 from expocorr.errors import UserError
-from expocorr.images import write_rgb
+from expocorr.imaging.images import write_rgb
 from expocorr.metrics import NoReference
 from expocorr.metrics import inception_score as IS
 from expocorr.tables import read_csv, write_csv
@@ -177,7 +177,7 @@ def _evaluate(p, tmp_path, monkeypatch, photos, inception_weights):
 
 
 def test_evaluate_without_weights_states_each_reason(p, tmp_path, monkeypatch, photos, caplog):
-    caplog.set_level(logging.INFO, logger="expocorr.evaluate")
+    caplog.set_level(logging.INFO, logger="expocorr.stages.evaluate")
     summary, table = _evaluate(p, tmp_path, monkeypatch, photos, None)
     assert not {"brisque", "niqe", "lpips", "pi", "inception_score"} & set(summary["overall"])  # numbers only
     reasons = summary["noref"]

@@ -13,8 +13,8 @@ import skimage.data
 import tifffile
 from PIL import Image, ImageCms, ImageOps
 
-from expocorr.images import ImageError
-from expocorr.photo_io import (
+from expocorr.imaging.images import ImageError
+from expocorr.imaging.photo_io import (
     Photo,
     apply_orientation,
     output_format,

@@ -10,8 +10,9 @@ import pytest
 import skimage.data
 import torch
 
-from expocorr import cli, inference, models, params, render
-from expocorr.images import to_uint8
+from expocorr import cli, inference, models, params
+from expocorr.stages import render
+from expocorr.imaging.images import to_uint8
 from expocorr.methods import MethodError
 from expocorr.metrics.psnr import psnr
 

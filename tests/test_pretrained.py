@@ -19,7 +19,7 @@ from PIL import Image
 from skimage import data as skdata
 
 import workspace
-from expocorr import cli, inference, methods, params, pretrained
+from expocorr import checkpoints, cli, inference, methods, params
 from expocorr.models import build
 from test_model_zerodce import official_zerodce, official_zerodce_pp
 
@@ -31,7 +31,7 @@ def official_file(path: Path, model: str, seed: int = 0) -> Path:
     """A checkpoint in the authors' layout (a bare state_dict, as their lowlight_train.py saves it), with
     random weights."""
     torch.manual_seed(seed)
-    net = build(model, pretrained.published_arch(model))
+    net = build(model, checkpoints.published_arch(model))
     for p in net.parameters():
         torch.nn.init.normal_(p, std=0.05)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +82,7 @@ def test_an_expocorr_model_file_from_elsewhere_is_taken_as_it_is(http_server, tm
     """format expocorr: another run's model.pt keeps its arch and weights; one recording another model than
     `pretrained.NAME.model` is refused, naming the URL."""
     sd = torch.load(official_file(tmp_path / "Epoch99.pth", "zerodce_pp"), weights_only=True)
-    arch = {**pretrained.published_arch("zerodce_pp"), "inference_scale": 1}
+    arch = {**checkpoints.published_arch("zerodce_pp"), "inference_scale": 1}
     torch.save({"model": "zerodce_pp", "arch": arch, "state_dict": sd, "params": {}}, http_server.root / "model.pt")
     url = http_server.url("model.pt")
     file = params_with(tmp_path, {"theirs-run": {"model": "zerodce_pp", "url": url},
@@ -131,8 +131,8 @@ def test_params_name_the_entry_that_cannot_resolve(tmp_path):
             params.validate({**base, "pretrained": {"a-b": entry}})
     with pytest.raises(params.ParamsError, match="does not match the allowed pattern"):  # a model's name
         params.validate({**base, "pretrained": {"zerodce": {"preset": "zerodce-official"}}})
-    assert pretrained.resolve("x-y", {"preset": "zerodce-official", "url": "file:///mirror/Epoch99.pth"}) == {
-        **pretrained.PRESETS["zerodce-official"], "url": "file:///mirror/Epoch99.pth"}  # the preset's sha256 kept
+    assert checkpoints.resolve("x-y", {"preset": "zerodce-official", "url": "file:///mirror/Epoch99.pth"}) == {
+        **checkpoints.PRESETS["zerodce-official"], "url": "file:///mirror/Epoch99.pth"}  # the preset's sha256 kept
 
 
 def test_correct_takes_an_official_file_directly(tmp_path, monkeypatch, caplog):
@@ -163,7 +163,7 @@ def test_presets_pin_the_shared_official_files_and_reproduce_their_forward(tmp_p
     if not WEIGHTS.is_dir():
         pytest.skip(f"official checkpoints absent: {WEIGHTS}")
     entries = {}
-    for preset, spec in pretrained.PRESETS.items():
+    for preset, spec in checkpoints.PRESETS.items():
         local = WEIGHTS / spec["model"] / "Epoch99.pth"
         assert sha256(local) == spec["sha256"]
         assert spec["url"].endswith("/Epoch99.pth") and spec["url"].startswith("https://raw.githubusercontent.com/")
@@ -175,7 +175,7 @@ def test_presets_pin_the_shared_official_files_and_reproduce_their_forward(tmp_p
     rgb = (photo[:192, :288] / 255.0).astype(np.float32)  # multiples of Zero-DCE++'s official test scale 12
     x = torch.from_numpy(rgb).permute(2, 0, 1)[None].contiguous()
     torch.set_flush_denormal(True)  # as load_model leaves it
-    for preset, spec in pretrained.PRESETS.items():
+    for preset, spec in checkpoints.PRESETS.items():
         assert cli.main(["pretrained", "--name", preset, "--params", str(file)]) == 0
         sd = torch.load(WEIGHTS / spec["model"] / "Epoch99.pth", map_location="cpu", weights_only=True)
         with torch.no_grad():
@@ -197,9 +197,9 @@ def test_readme_points_the_presets_at_local_copies(tmp_path):
     repo = workspace.make(tmp_path)
     (tmp_path / "shared").symlink_to(REPO.parent / "shared")
     subprocess.run(["bash", "-euc", "\n".join(lines)], cwd=repo, check=True)
-    for name in pretrained.PRESETS:
+    for name in checkpoints.PRESETS:
         workspace.run(["expocorr", "pretrained", "--name", name], repo)
         assert methods.load_method(name, path=repo / "models" / name / "model.pt").kind == "pretrained"
     plan = workspace.snakemake_plan(repo)
-    assert {f"evaluate_pretrained@{name}" for name in pretrained.PRESETS} <= set(plan)
-    assert {f"evaluate_pretrained@{name}" for name in pretrained.PRESETS} <= workspace.dvc_planned(repo)
+    assert {f"evaluate_pretrained@{name}" for name in checkpoints.PRESETS} <= set(plan)
+    assert {f"evaluate_pretrained@{name}" for name in checkpoints.PRESETS} <= workspace.dvc_planned(repo)

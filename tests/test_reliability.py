@@ -318,8 +318,8 @@ def _unprivileged():
 
 
 def test_unreadable_photo_names_permission_denied(tmp_path, make_dng):
-    from expocorr.images import ImageError
-    from expocorr.photo_io import read_photo
+    from expocorr.imaging.images import ImageError
+    from expocorr.imaging.photo_io import read_photo
 
     photo, raw = tmp_path / "private.jpg", tmp_path / "private.dng"
     _write(photo, skimage.data.chelsea(), quality=90)
@@ -335,8 +335,8 @@ def test_unreadable_photo_names_permission_denied(tmp_path, make_dng):
 
 
 def test_raw_file_above_the_pixel_limit_is_refused_before_developing(tmp_path, make_dng):
-    from expocorr.images import ImageError
-    from expocorr.photo_io import read_photo
+    from expocorr.imaging.images import ImageError
+    from expocorr.imaging.photo_io import read_photo
 
     make_dng(tmp_path / "shot.dng", np.full((64, 96, 3), 0.25))
     assert read_photo(tmp_path / "shot.dng", max_megapixels=0.01).rgb.shape[:2] == (64, 96)
@@ -346,8 +346,8 @@ def test_raw_file_above_the_pixel_limit_is_refused_before_developing(tmp_path, m
 
 
 def test_file_larger_than_a_photo_within_the_limit_is_refused_unread(tmp_path):
-    from expocorr.images import ImageError
-    from expocorr.photo_io import max_file_bytes, read_photo
+    from expocorr.imaging.images import ImageError
+    from expocorr.imaging.photo_io import max_file_bytes, read_photo
 
     big = tmp_path / "big.tif"
     with open(big, "wb") as f:

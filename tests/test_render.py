@@ -14,9 +14,13 @@ import numpy as np
 import pytest
 import skimage
 
-from expocorr import download, params, render, split, synthesis
+from expocorr import params
+from expocorr.imaging import synthesis
+from expocorr.stages import download, render, split
 from expocorr.errors import UserError
-from expocorr.images import ImageError, read_rgb, resize_max_side, to_uint8, write_rgb
+from expocorr.imaging.images import SRGB_SUFFIXES, ImageError, read_rgb, resize_max_side, to_uint8, write_rgb
+from expocorr.sources import bundled as bundled_source
+from expocorr.sources.files import RAW_SUFFIXES
 from expocorr.tables import read_csv, write_csv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,7 +121,7 @@ def bundled(tmp_path_factory, base):
 def test_manifest_every_photo_at_every_ev(bundled):
     root, rows = bundled
     index = read_csv(root / download.INDEX)
-    assert len(index) == len(download.BUNDLED)  # the bundled photos of scikit-image, matplotlib and scikit-learn
+    assert len(index) == len(bundled_source.BUNDLED)  # the bundled photos of scikit-image, matplotlib and scikit-learn
     scenes = by_scene(rows)
     assert set(scenes) == {row["scene"] for row in index}
     header = (root / render.MANIFEST).read_text().splitlines()[0]
@@ -718,7 +722,7 @@ def test_kodak_kdc_ev_out_of_range(tmp_path, p):
 def test_shared_photo_folder(tmp_path, p):
     if not PHOTOS.is_dir():
         pytest.skip(f"{PHOTOS} not available")
-    suffixes = download.SRGB_SUFFIXES | download.RAW_SUFFIXES
+    suffixes = SRGB_SUFFIXES | RAW_SUFFIXES
     photos = [f for f in PHOTOS.rglob("*") if f.is_file() and f.suffix.lower() in suffixes
               and not any(part.startswith(".") for part in f.relative_to(PHOTOS).parts)]
     assert photos

@@ -26,11 +26,14 @@ from skimage import data as skdata
 from skimage.color import deltaE_ciede2000, rgb2lab
 
 import workspace
-from expocorr import cli, params, report, tracking
+from expocorr import cli, params, tracking
+from expocorr.stages import report
+from expocorr.stages.report import data as report_data
+from expocorr.stages.report import figures as report_figures
 from expocorr.errors import UserError
-from expocorr.images import resize_max_side, to_uint8, write_rgb
+from expocorr.imaging.images import resize_max_side, to_uint8, write_rgb
 from expocorr.metrics import psnr, ssim
-from expocorr.render import ev_name
+from expocorr.imaging.synthesis import ev_name
 from expocorr.tables import write_csv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -279,7 +282,7 @@ def test_figures_are_valid_pngs_and_jpegs(built):
     for name, path in files.items():
         assert (path.suffix, is_jpeg(path) if name in PHOTOS else is_png(path)) == (
             ".jpg" if name in PHOTOS else ".png", True), path
-    cell = report.PHOTO_CELL * 110  # px at report.dpi
+    cell = report_figures.PHOTO_CELL * 110  # px at report.dpi
     with Image.open(files["qualitative"]) as grid:  # 4 example rows; input, msec, exponet (the grid's 3 best but
         assert grid.width > 4 * cell and grid.height > 4 * 0.75 * cell  # the oracle and the identity), reference
     with Image.open(files["worst_cases"]) as worst:  # one row per model: input, output, reference
@@ -659,7 +662,7 @@ def test_leaderboards_merge_into_one_table_per_dataset(built, tmp_path, monkeypa
     rows = json.loads((out / "leaderboard.json").read_text())
     assert {json.dumps(r["dataset"]) for r in rows} == {json.dumps({
         "source": "folder (photos)", "scenes": 5, "images": 25, "test_scenes": 5, "test_images": 25,
-        "reference": "reference", "resolution": "full resolution", "ssim": report.SSIM_SETTINGS, "psnr_cap": 100.0,
+        "reference": "reference", "resolution": "full resolution", "ssim": report_data.SSIM_SETTINGS, "psnr_cap": 100.0,
         "protocol": None, "gt_mean": False})}
     monkeypatch.chdir(tmp_path)
     other = [{**r, "psnr": r["psnr"] - 1, "dataset": {**r["dataset"], "source": "msec", "test_images": 50}}

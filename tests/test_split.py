@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from expocorr import download, render, split
+from expocorr.stages import download, render, split
 from expocorr.tables import read_csv, write_csv
 
 REPO = Path(__file__).resolve().parents[1]

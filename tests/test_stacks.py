@@ -21,9 +21,12 @@ import yaml
 
 import bracketed
 from test_archives import wrap_offsets
-from expocorr import download, params, register, render, render_stacks, split, stacks
+from expocorr import params
+from expocorr.imaging import register
+from expocorr.sources import stacks
+from expocorr.stages import download, render, render_stacks, split
 from expocorr.baselines import BASELINES, BaselineError, fusion
-from expocorr.images import read_rgb, to_uint8
+from expocorr.imaging.images import read_rgb, to_uint8
 from expocorr.metrics import psnr
 from expocorr.tables import read_csv
 
@@ -371,7 +374,7 @@ def test_fairchild_preset_reads_the_survey_raw_zip(workdir, base, http_server, m
     """The survey's HDRPS_Raws.zip layout (HDRPS_Raws/<Scene>/*.NEF, no renders), fetched by the preset over
     HTTP. The real zip is over 4 GiB without ZIP64 records; the offset limit is lowered to 32 KiB so a
     small archive wraps the same way. Scenes without a render get the fallback reference (Mertens)."""
-    monkeypatch.setattr("expocorr.archives.ZIP_WRAP", 1 << 15)
+    monkeypatch.setattr("expocorr.sources.archives.ZIP_WRAP", 1 << 15)
     linear = bracketed.radiance("astronaut", 96)
     times = [1 / 16, 1 / 8, 1 / 4]
     tree = workdir / "zipped"

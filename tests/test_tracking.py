@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 import workspace
 from expocorr import tracking
-from expocorr.evaluate import outputs
+from expocorr.stages.evaluate import outputs
 from expocorr.tables import read_csv
 from test_mlflow_server import LOOPBACK, free_port, readme_command, serving
 
@@ -177,7 +177,7 @@ def test_metric_leaves_names():
 
 
 def test_sample_grid_is_labelled_and_shows_under_and_over_exposure_from_several_scenes(repo, monkeypatch):
-    from expocorr.train import GRID_HEADER, sample_grid, sample_rows
+    from expocorr.stages.train import GRID_HEADER, sample_grid, sample_rows
 
     monkeypatch.chdir(repo)
     val = read_csv("data/splits/val.csv")

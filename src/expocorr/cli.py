@@ -16,16 +16,16 @@ from expocorr.errors import UserError, printable
 # Stage name -> (module with its `run` entry point, help). Modules are imported on use: torch and
 # MLflow load only for the stages that need them.
 STAGES = {
-    "download": ("expocorr.download", "gather source photos into data/downloads/"),
-    "render": ("expocorr.render", "synthesise exposure errors into data/rendered/"),
-    "split": ("expocorr.split", "split data/rendered/manifest.csv by scene into data/splits/"),
-    "render-extra": ("expocorr.render_extra", "render the real bracketed scenes of evaluate.extra_sets into "
+    "download": ("expocorr.stages.download", "gather source photos into data/downloads/"),
+    "render": ("expocorr.stages.render", "synthesise exposure errors into data/rendered/"),
+    "split": ("expocorr.stages.split", "split data/rendered/manifest.csv by scene into data/splits/"),
+    "render-extra": ("expocorr.stages.render_extra", "render the real bracketed scenes of evaluate.extra_sets into "
                      "data/extra/"),
-    "train": ("expocorr.train", "train one model (--model NAME) into models/NAME/"),
-    "pretrained": ("expocorr.pretrained", "fetch and convert a published checkpoint (--name NAME of pretrained) "
+    "train": ("expocorr.stages.train", "train one model (--model NAME) into models/NAME/"),
+    "pretrained": ("expocorr.stages.pretrained", "fetch and convert a published checkpoint (--name NAME of pretrained) "
                    "into models/NAME/model.pt"),
-    "evaluate": ("expocorr.evaluate", "evaluate one method (--method NAME) on the test split into metrics/"),
-    "report": ("expocorr.report", "build reports/report.{md,html}, figures/ and leaderboard.json from metrics/"),
+    "evaluate": ("expocorr.stages.evaluate", "evaluate one method (--method NAME) on the test split into metrics/"),
+    "report": ("expocorr.stages.report", "build reports/report.{md,html}, figures/ and leaderboard.json from metrics/"),
 }
 CORRECT_HELP = "correct your own photos (files or folders) at full resolution with a model or a baseline"
 
@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
                            "leaderboard.json files into one table per dataset (with --out)")
             p.add_argument("--out", metavar="FILE", help="with --merge: the page to write (.md or .html)")
     # Not a pipeline stage (no --params): correct your own photos with a trained model or a baseline.
-    correct = importlib.import_module("expocorr.correct")
+    correct = importlib.import_module("expocorr.stages.correct")
     p = sub.add_parser("correct", help=CORRECT_HELP, description=correct.__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--log", metavar="FILE", help="also write the log to FILE")
@@ -70,11 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.log)
     try:
         if args.stage == "correct":
-            return importlib.import_module("expocorr.correct").run(args)
+            return importlib.import_module("expocorr.stages.correct").run(args)
         if args.stage == "report" and (args.merge or args.out):  # no params: files in, one page out
             if not (args.merge and args.out):
                 raise UserError("--merge and --out go together: expocorr report --merge A.json B.json --out merged.md")
-            importlib.import_module("expocorr.report").merge(args.merge, args.out)
+            importlib.import_module("expocorr.stages.report").merge(args.merge, args.out)
             return 0
         loaded = params.load(args.params)
         stage = importlib.import_module(STAGES[args.stage][0])

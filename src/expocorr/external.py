@@ -1,7 +1,7 @@
 """Other programs' outputs (``evaluate.external: {NAME: folder}``), scored as method ``external:NAME``.
 
 Matching rule: the output for the test row of scene SCENE at EV `ev` is the file ``SCENE_<ev name>.EXT``
-at the top of the folder, ``<ev name>`` as `expocorr.render.ev_name` writes it (``ev-1.5``, ``ev+0.0``,
+at the top of the folder, ``<ev name>`` as `expocorr.imaging.synthesis.ev_name` writes it (``ev-1.5``, ``ev+0.0``,
 ``ev+1.0``): the names the evaluate stage gives its own outputs in results/METHOD/; EXT is one of
 ``EXTENSIONS`` (any case); hidden files are passed over. A test row without its file is *missing*; a file
 that is no row's is *unmatched*; both are listed, never dropped silently: the method is scored on the rows
@@ -14,8 +14,8 @@ from pathlib import Path
 
 from expocorr import methods
 from expocorr.errors import UserError
-from expocorr.images import read_rgb
-from expocorr.render import ev_name
+from expocorr.imaging.images import read_rgb
+from expocorr.imaging.synthesis import ev_name
 
 PREFIX = "external:"
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")

@@ -12,7 +12,7 @@ the README, "Correct your own photos"):
 
 * ``guided``: the method runs on a copy downscaled (area) to ``GUIDED_SIDE`` px on the long side
   and the result is brought to full size by bilateral guided upsampling
-  (`expocorr.guided_upsampling`, Chen et al. 2016) — MSEC as its official demo runs it (`run_msec`:
+  (`expocorr.imaging.guided_upsampling`, Chen et al. 2016) — MSEC as its official demo runs it (`run_msec`:
   512 px, the pyramid scaled by the model's ``band_scale``, the upsampling fitted at 200×200), and the
   autoencoders and the GAN, where it scored better than tiling (README, "Correct your own photos").
 * ``direct``: fully convolutional, run at full resolution — Zero-DCE. To bound memory it runs in
@@ -45,8 +45,8 @@ import torch
 from torch import nn
 
 from expocorr import models
-from expocorr.guided_upsampling import guided_upsample
-from expocorr.methods import Method, MethodError, downscaled, model_path, run_guided
+from expocorr.imaging.guided_upsampling import guided_upsample
+from expocorr.corrector import Method, MethodError, downscaled, model_path, run_guided
 from expocorr.models import zerodce_pp
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", expected: s
     `pretrained.from_published`), or ``auto`` (any, told apart by the keys). Refused, naming the file:
     pickled objects, a layout that is none of these, a file recording another model than `expected`, and
     non-finite (NaN or infinite) weights; messages name `label` (default: the path)."""
-    from expocorr import pretrained
+    from expocorr import checkpoints as pretrained
 
     path = Path(path)
     name = label or repr(str(path))

@@ -135,15 +135,15 @@ def _non_finite(node, path: str = "") -> str | None:
 
 
 def _check_semantics(params: dict, source: str) -> None:
-    from expocorr import pretrained
+    from expocorr import checkpoints
 
     bad = _non_finite(params)
     if bad:
         raise ParamsError(f"{source}: {bad}: must be a finite number")
     for name, entry in params["pretrained"].items():
         try:
-            pretrained.resolve(name, entry)
-        except pretrained.PretrainedError as exc:
+            checkpoints.resolve(name, entry)
+        except checkpoints.PretrainedError as exc:
             raise ParamsError(f"{source}: {exc}") from None
     data = params["data"]
     if data["source"] in ("folder", "raw") and not data["folder"]:

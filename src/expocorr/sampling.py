@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from expocorr.images import read_rgb
+from expocorr.imaging.images import read_rgb
 
 SAMPLINGS = ("crop", "resize", "patches")
 

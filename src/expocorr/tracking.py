@@ -31,7 +31,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.file_utils import local_file_uri_to_path
 
-from expocorr import split
 from expocorr.tables import read_csv
 
 log = logging.getLogger(__name__)
@@ -209,11 +208,11 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def split_digests() -> dict[str, str]:
-    """A 16-hex digest per split in data/splits/: of its CSV and of every image file its rows name."""
+def split_digests(folder: Path) -> dict[str, str]:
+    """A 16-hex digest per split in `folder` (data/splits/): of its CSV and of every image file its rows name."""
     out, files = {}, {}
     for name in SPLITS:
-        path = split.OUT / f"{name}.csv"
+        path = folder / f"{name}.csv"
         if path.exists():
             h = hashlib.sha256(path.read_bytes())
             for row in read_csv(path):
@@ -231,15 +230,15 @@ def dataset_tag(params: dict, digests: dict[str, str]) -> str:
     return f"{params['data']['source']}:{params_hash(digests)}"
 
 
-def log_splits(params: dict, digests: dict[str, str], names: list[str]) -> None:
-    """Log splits `names` as MLflow dataset inputs of the active run: the split's rows, named
+def log_splits(params: dict, digests: dict[str, str], names: list[str], folder: Path) -> None:
+    """Log splits `names` (CSV files in `folder`) as MLflow dataset inputs of the active run: the split's rows, named
     `SOURCE-SPLIT`, with their digest and context (training / validation / testing)."""
     import pandas as pd
     from mlflow.data.dataset_source_registry import get_dataset_source_from_json
 
     datasets = []
     for name in names:
-        path = split.OUT / f"{name}.csv"
+        path = folder / f"{name}.csv"
         source = get_dataset_source_from_json(json.dumps({"uri": path.as_posix()}), "local")
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         datasets.append(mlflow.data.from_pandas(frame, source=source, name=f"{params['data']['source']}-{name}",

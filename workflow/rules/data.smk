@@ -4,9 +4,13 @@
 
 rule download:
     input:
-        "src/expocorr/download.py",
-        "src/expocorr/datasets.py",
-        "src/expocorr/stacks.py",
+        "src/expocorr/stages/download.py",
+        "src/expocorr/sources/files.py",
+        "src/expocorr/sources/folder.py",
+        "src/expocorr/sources/bundled.py",
+        "src/expocorr/sources/url.py",
+        "src/expocorr/sources/datasets.py",
+        "src/expocorr/sources/stacks.py",
     output:
         files=directory("data/downloads/files"),
         weights=directory("data/downloads/weights"),
@@ -25,10 +29,12 @@ rule render:
     input:
         "data/downloads/files",
         "data/downloads/index.csv",
-        "src/expocorr/render.py",
-        "src/expocorr/render_stacks.py",
-        "src/expocorr/register.py",
-        "src/expocorr/synthesis.py",
+        "src/expocorr/stages/render.py",
+        "src/expocorr/stages/render_stacks.py",
+        "src/expocorr/imaging/colour.py",
+        "src/expocorr/imaging/raw.py",
+        "src/expocorr/imaging/register.py",
+        "src/expocorr/imaging/synthesis.py",
     output:
         images=directory("data/rendered/images"),
         manifest=report("data/rendered/manifest.csv", caption="../report/manifest.rst", category="Data"),
@@ -45,7 +51,7 @@ rule render:
 rule split:
     input:
         "data/rendered/manifest.csv",
-        "src/expocorr/split.py",
+        "src/expocorr/stages/split.py",
     output:
         expand("data/splits/{split}.csv", split=SPLITS),
     params:
@@ -59,12 +65,14 @@ rule split:
 
 rule render_extra:
     input:
-        "src/expocorr/render_extra.py",
-        "src/expocorr/render.py",
-        "src/expocorr/synthesis.py",
-        "src/expocorr/render_stacks.py",
-        "src/expocorr/stacks.py",
-        "src/expocorr/register.py",
+        "src/expocorr/stages/render_extra.py",
+        "src/expocorr/stages/render.py",
+        "src/expocorr/imaging/colour.py",
+        "src/expocorr/imaging/raw.py",
+        "src/expocorr/imaging/synthesis.py",
+        "src/expocorr/stages/render_stacks.py",
+        "src/expocorr/sources/stacks.py",
+        "src/expocorr/imaging/register.py",
     output:
         directory("data/extra"),
     params:

@@ -8,7 +8,11 @@ rule report:
         expand("metrics/{method}_per_image.csv", method=OUTPUT_NAMES),
         expand("metrics/details/{method}.json", method=OUTPUT_NAMES),
         expand("models/{model}/train_log.csv", model=MODELS),
-        "src/expocorr/report.py",
+        "src/expocorr/stages/report/__init__.py",
+        "src/expocorr/stages/report/data.py",
+        "src/expocorr/stages/report/document.py",
+        "src/expocorr/stages/report/tables.py",
+        "src/expocorr/stages/report/figures.py",
         "src/expocorr/plot_data.py",
     output:
         md="reports/report.md",

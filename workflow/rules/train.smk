@@ -11,7 +11,7 @@ rule train:
         "data/splits/val.csv",
         "data/rendered/images",
         "data/downloads/weights",
-        "src/expocorr/train.py",
+        "src/expocorr/stages/train.py",
         "src/expocorr/sampling.py",
         "src/expocorr/schedules.py",
         "src/expocorr/models",
@@ -35,7 +35,8 @@ rule train:
 
 rule pretrained:
     input:
-        "src/expocorr/pretrained.py",
+        "src/expocorr/stages/pretrained.py",
+        "src/expocorr/checkpoints.py",
     output:
         model="models/{name}/model.pt",
     params:

@@ -9,8 +9,8 @@ from skimage.color import rgb2gray
 from skimage.exposure import adjust_gamma
 
 from expocorr.baselines.registry import camera_curve, register
-from expocorr.images import to_uint8
-from expocorr.render import decode_curve, encode_curve, key_ev
+from expocorr.imaging.images import to_uint8
+from expocorr.imaging.colour import decode_curve, encode_curve, key_ev
 
 CLAHE_CLIP_LIMIT = 2.0
 CLAHE_TILES = (8, 8)

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 
 from expocorr.baselines.registry import BaselineError, camera_curve, register
-from expocorr.images import to_uint8
-from expocorr.render import decode_curve, encode_curve
+from expocorr.imaging.images import to_uint8
+from expocorr.imaging.colour import decode_curve, encode_curve
 
 MERTENS_EVS = (-2.0, -1.0, 0.0, 1.0, 2.0)  # the synthetic bracket, in stops relative to the input
 REINHARD_GAMMA = 2.2  # display gamma of the tone-mapped output (render.gamma when render.curve is gamma)

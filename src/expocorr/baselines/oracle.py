@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 
 from expocorr.baselines.registry import BaselineError, camera_curve, register
-from expocorr.render import decode_curve, encode_curve
+from expocorr.imaging.colour import decode_curve, encode_curve
 
 
 @register("inverse_synthesis", oracle=True)
 def inverse_synthesis(rgb: np.ndarray, ctx: dict) -> np.ndarray:
-    """Invert ``render.expose`` with the known ``ctx["ev"]`` and tau (``ctx["tau"]``, the scene's draw from a
+    """Invert ``colour.expose`` with the known ``ctx["ev"]`` and tau (``ctx["tau"]``, the scene's draw from a
     ``render.tau`` range, else ``ctx["render"]["tau"]``): decode the
     camera curve, multiply by tau when ev > 0 and tau < 1 (undoing the rescale after clipping at tau),
     divide by 2**ev, clip to [0, 1], re-encode. Highlights clipped by the synthesis stay clipped, and

@@ -3,5 +3,6 @@
 import sys
 
 from expocorr.metrics import niqe
+from expocorr.sources.bundled import BUNDLED  # an entry point: over all layers, like the CLI
 
-sys.exit(niqe.main(sys.argv[1:]))
+sys.exit(niqe.main(sys.argv[1:], BUNDLED))

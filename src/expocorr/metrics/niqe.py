@@ -26,7 +26,7 @@ pristine photos as ``estimatemodelparam.m`` does (blocks whose mean σ exceeds 0
 sharpest block), and `save_params` writes it in the MATLAB layout.
 
 `BUNDLED_PARAMS` (``niqe_bundled.npz`` next to this file, ``evaluate.noref.niqe_params: bundled``) is a
-pristine model fitted on the bundled photos (``expocorr.download.BUNDLED``, at their stored size) with
+pristine model fitted on the bundled photos (``expocorr.sources.bundled.BUNDLED``, at their stored size) with
 every block kept (`BUNDLED_THRESHOLD`: 0.75 keeps 31 blocks of the 8 photos, too few for a 36×36
 covariance). It is **not** the MATLAB release's model (fitted on 125 pristine photos): its scores rank
 outputs within this pipeline and are not comparable to published NIQE numbers. Regenerate it with
@@ -49,7 +49,7 @@ from scipy import ndimage
 from scipy.special import gammaln
 
 from expocorr.errors import UserError
-from expocorr.images import read_rgb, to_uint8
+from expocorr.imaging.images import read_rgb, to_uint8
 
 BLOCK = 96
 N_FEATURES = 36
@@ -283,23 +283,22 @@ def load_params(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return mu, cov
 
 
-def bundled_photos() -> list[np.ndarray]:
-    """The bundled photos of the ``bundled`` data source as uint8 RGB, at their stored size, in its order."""
-    from expocorr.download import BUNDLED  # the list lives with the data source; imported here only
-
+def bundled_photos(bundled: list[tuple[str, str, str]]) -> list[np.ndarray]:
+    """The photos `bundled` lists (`expocorr.sources.bundled.BUNDLED`: scene, package, resource path) as uint8
+    RGB, at their stored size, in its order."""
     photos = []
-    for _, package, resource in BUNDLED:
+    for _, package, resource in bundled:
         with resources.as_file(resources.files(package).joinpath(resource)) as path:
             photos.append(to_uint8(read_rgb(path)))
     return photos
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], bundled: list[tuple[str, str, str]]) -> int:
     """``python -m expocorr.metrics fit-niqe-bundled OUT.npz``: write the bundled pristine model (BasicSR names)."""
     if len(argv) != 2 or argv[0] != "fit-niqe-bundled" or not argv[1].endswith(".npz"):
         print("usage: python -m expocorr.metrics fit-niqe-bundled OUT.npz", file=sys.stderr)
         return 2
-    photos = bundled_photos()
+    photos = bundled_photos(bundled)
     mu, cov = fit_params(photos, BUNDLED_THRESHOLD)
     np.savez(argv[1], mu_pris_param=mu.reshape(1, -1), cov_pris_param=cov)
     print(f"{argv[1]}: NIQE pristine model fitted on {len(photos)} bundled photos")

@@ -73,7 +73,7 @@ Any H×W: reflect-padded (bottom/right) to a multiple of max_l 2^(l−1+depth_l)
 
 ``variant`` (VARIANTS): ``matlab``, all of the above (the authors' code), or ``pytorch_port``, the network
 of the PyTorch port LZ-CH/Exposure_Correction-pytorch (``model.py``, ``tools/decomposition.py``), whose
-published snapshot (``MSPECnet_woadv.pth``) `expocorr.pretrained` converts (PORT_ARCH): LeakyReLU(0.01)
+published snapshot (``MSPECnet_woadv.pth``) `expocorr.stages.pretrained` converts (PORT_ARCH): LeakyReLU(0.01)
 (``nn.LeakyReLU()``'s default) in the U-Nets and after every transposed convolution, the decoder's and the
 inter-level upsamplers' alike, and OpenCV's pyramid (``cv2.pyrDown`` / ``cv2.pyrUp``: the 5-tap filter
 [1 4 6 4 1]/16 once, reflect-101 borders; `cv_pyr_down`, `cv_pyr_up`). Same wiring as ``official``.

@@ -1,9 +1,9 @@
-"""Stage `pretrained`: a published checkpoint (`pretrained.NAME`) fetched, verified and converted into
-expocorr's model file models/NAME/model.pt, which the evaluate stage scores like a trained model.
+"""Published checkpoints: the presets (the authors' own files, with their public URL and sha256) and the
+formats their state_dicts come in, converted to expocorr's model file layout (`from_published`).
 
-A `pretrained` entry names a `preset` (PRESETS: the authors' own files, with their public URL and
-sha256) and/or gives `model`, `url`, `sha256`, `format`; its own keys override the preset's (e.g. `url`
-pointing at a local mirror, still checked against the preset's sha256). Formats:
+A `pretrained` entry of the params names a `preset` (PRESETS) and/or gives `model`, `url`, `sha256`,
+`format`; its own keys override the preset's (e.g. `url` pointing at a local mirror, still checked against
+the preset's sha256). Formats:
 
 * ``official``: the authors' PyTorch state_dict (Zero-DCE and Zero-DCE++: ``Epoch99.pth``), whose keys
   are expocorr's layer names; built with the architecture their test scripts run (`published_arch`).
@@ -13,19 +13,14 @@ pointing at a local mirror, still checked against the preset's sha256). Formats:
   ``variant: pytorch_port`` (`models.msec.PORT_ARCH`: the port's activations and OpenCV pyramid).
 * ``expocorr``: a model file written by `expocorr train` elsewhere (e.g. a colleague's run).
 
-The model file records where it came from (``metadata.pretrained``: URL, sha256, format), so the
-evaluate stage labels the method ``pretrained`` and `expocorr correct --model` takes it like any model.
-torch is imported on use: `expocorr.params` validates params.yaml with `resolve`.
+`expocorr.inference.load_model` reads the published formats through this module; the pretrained stage
+(`expocorr.stages.pretrained`) fetches and converts the files. torch is imported on use: `expocorr.params`
+validates params.yaml with `resolve`.
 """
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
 from expocorr.errors import UserError
-
-log = logging.getLogger(__name__)
 
 FORMATS = ("official", "pytorch_port", "expocorr")
 # The published checkpoints expocorr can score as they are (README "Published checkpoints").
@@ -165,41 +160,3 @@ def from_published(state: object, file: str, model: str | None = None, fmt: str 
                        if model in (None, m))
     keys = ", ".join(list(tensors)[:3])
     raise PretrainedError(f"{file}: its keys ({keys}, …; {len(tensors)} tensors) are not {want}")
-
-
-def convert(path: Path, spec: dict, name: str) -> dict:
-    """The model file's content for the checkpoint file `path` fetched for `pretrained.NAME` (`spec`);
-    errors name the URL."""
-    import pooch
-
-    from expocorr import inference
-
-    try:
-        model, checkpoint = inference.load_model(path, expected=spec["model"], checkpoint_format=spec["format"],
-                                                 label=repr(str(spec["url"])))
-    except inference.MethodError as exc:
-        raise PretrainedError(f"pretrained.{name}: {exc}") from None
-    provenance = {"name": name, "url": spec["url"], "sha256": pooch.file_hash(str(path)), "format": spec["format"]}
-    return {"model": checkpoint["model"], "arch": checkpoint["arch"], "state_dict": model.state_dict(),
-            "params": {"pretrained": {name: spec}}, "metadata": {"pretrained": provenance}}
-
-
-def run(params: dict, name: str) -> None:
-    """Fetch `pretrained.NAME` (checksum, cache: `download.fetch`) and write models/NAME/model.pt."""
-    import torch
-
-    from expocorr.atomic import atomic_path
-    from expocorr.download import fetch
-    from expocorr.methods import model_path
-
-    entries = params["pretrained"]
-    if name not in entries:
-        raise PretrainedError(f"--name {name}: not in pretrained (known: {', '.join(entries) or 'none'})")
-    spec = resolve(name, entries[name])
-    path = fetch(spec["url"], spec["sha256"], params["data"]["cache_dir"])
-    checkpoint = convert(path, spec, name)
-    out = model_path(name)
-    with atomic_path(out) as tmp:
-        torch.save(checkpoint, tmp)
-    log.info("pretrained %s: %s (%s format, sha256 %s) -> %s", name, spec["url"], spec["format"],
-             checkpoint["metadata"]["pretrained"]["sha256"], out)

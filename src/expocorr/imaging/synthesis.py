@@ -19,7 +19,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from expocorr.images import to_uint8
+from expocorr.imaging.images import to_uint8
 
 COLUMNS = ["crf_n", "crf_sigma", "shot", "read", "wb_r", "wb_b", "rolloff", "jpeg_quality"]  # manifest, per input
 STREAMS = {name: zlib.crc32(f"realistic.{name}".encode())
@@ -132,3 +132,9 @@ def capture(linear: np.ndarray, d: dict, seed: int, scene: str, index: int,
         _, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), quality)
         image = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     return image
+
+
+def ev_name(ev: float) -> str:
+    """File stem for an EV render, e.g. ev-1.5, ev+0.0; distinct EVs get distinct names (ev+0.25)."""
+    ev = float(ev) + 0.0  # -0.0 -> 0.0
+    return f"ev{ev:+.1f}" if round(ev, 1) == ev else f"ev{ev:+}"

@@ -7,7 +7,7 @@
 
 Folders are searched recursively for JPEG, PNG, TIFF and camera raw files. The method is loaded once
 and applied through `expocorr.inference` — the code path of the evaluate stage, with its
-full-resolution strategies — and each photo is read and written by `expocorr.photo_io` (bit depth,
+full-resolution strategies — and each photo is read and written by `expocorr.imaging.photo_io` (bit depth,
 alpha, grayscale, orientation, EXIF and ICC profile kept). One bad file is one error line naming it
 (quoted); the others are still corrected and the exit code is 1. Photos declaring more than
 ``correct.max_megapixels`` are refused before decoding, which bounds the memory. Outputs are written
@@ -191,7 +191,7 @@ def collect(inputs: list[str], suffix: str, outdir: Path | None) -> tuple[list[t
 
     In folders, files ending in `suffix` (outputs of an earlier run) and anything under `outdir` are skipped.
     """
-    from expocorr.photo_io import is_photo, quoted
+    from expocorr.imaging.photo_io import is_photo, quoted
 
     found: list[tuple[Path, Path]] = []
     errors: list[str] = []
@@ -227,7 +227,7 @@ def collect(inputs: list[str], suffix: str, outdir: Path | None) -> tuple[list[t
 
 def output_path(photo_path: Path, root: Path, outdir: Path | None, suffix: str, fmt: str, in_format: str) -> Path:
     """Where the corrected `photo_path` goes: OUTDIR/<path under its folder> or its own folder, + suffix."""
-    from expocorr.photo_io import FORMAT_SUFFIX
+    from expocorr.imaging.photo_io import FORMAT_SUFFIX
 
     ext = photo_path.suffix if fmt == in_format else FORMAT_SUFFIX[fmt]
     name = f"{photo_path.stem}{suffix}{ext}"
@@ -242,7 +242,7 @@ def sha256(data: bytes) -> str:
 
 def read_manifest(folder: Path) -> dict[str, str]:
     """Output name -> sha256 that `correct` recorded writing in `folder` ({} when there is no readable one)."""
-    from expocorr.images import ImageError, read_regular
+    from expocorr.imaging.images import ImageError, read_regular
 
     path = folder / MANIFEST
     if not os.path.lexists(path):
@@ -258,7 +258,7 @@ def read_manifest(folder: Path) -> dict[str, str]:
 
 def ours(out: Path, recorded: dict[str, str], max_bytes: int) -> bool:
     """Whether the existing `out` is a regular file holding exactly what `correct` recorded writing there."""
-    from expocorr.images import ImageError, read_regular
+    from expocorr.imaging.images import ImageError, read_regular
 
     if out.name not in recorded or out.is_symlink():
         return False
@@ -279,7 +279,7 @@ def _failure(name: str, exc: BaseException) -> str:
 
 
 WORKER = "correct-io"  # the name prefix of the decode and encode threads
-HELD_BACK = ("expocorr.photo_io",)  # loggers those threads use: their records are replayed in the photos' order
+HELD_BACK = ("expocorr.imaging.photo_io",)  # loggers those threads use: their records are replayed in the photos' order
 _held = threading.local()
 
 
@@ -306,7 +306,7 @@ def _in_worker(fn, *args) -> tuple[object, BaseException | None, float, list[log
 def _encode_and_write(photo, corrected, fmt: str, quality: int, out: Path) -> str:
     """Encode `corrected` as `fmt` and write it to `out` atomically; the sha256 of the bytes written."""
     from expocorr.atomic import write_bytes
-    from expocorr.photo_io import encode_photo, quoted
+    from expocorr.imaging.photo_io import encode_photo, quoted
 
     data = encode_photo(photo, corrected, fmt, quality)
     try:
@@ -330,7 +330,7 @@ class _Pending:
 def run(args: argparse.Namespace) -> int:
     """Correct every photo named by `args`; 0 when all were written, 1 when any failed."""
     from expocorr.atomic import write_text
-    from expocorr.photo_io import max_file_bytes, output_format, quoted, read_photo
+    from expocorr.imaging.photo_io import max_file_bytes, output_format, quoted, read_photo
 
     if not 1 <= args.quality <= 100:
         raise CorrectError(f"--quality {args.quality}: must be 1..100")

@@ -35,11 +35,12 @@ from tqdm import tqdm
 
 import expocorr
 from expocorr.errors import UserError
-from expocorr import launch, models, schedules, split, tracking
+from expocorr import launch, models, schedules, tracking
+from expocorr.stages import split
 from expocorr.sampling import TrainingSet, curriculum, stage_at
 from expocorr.inference import MethodError, pick_device, run_model
 from expocorr.atomic import atomic_path, write_text
-from expocorr.images import read_rgb, to_uint8
+from expocorr.imaging.images import read_rgb, to_uint8
 from expocorr.metrics import psnr, ssim
 from expocorr.tables import read_csv, write_csv
 
@@ -433,13 +434,13 @@ def _start_run(params: dict, name: str, run_id: str | None, history: list[dict],
     if run_id is not None:
         log.warning("train %s: the checkpoint's run %s is not in experiment %r of %s: logging to a new run", name,
                     run_id, params["tracking"]["experiment"], tracking.configured_uri(params))
-    digests = tracking.split_digests()
+    digests = tracking.split_digests(split.OUT)
     run = tracking.retry(mlflow.start_run, experiment_id=experiment_id, run_name=name, tags={
         "kind": "model", "model": name, "stage": "train", "dataset": tracking.dataset_tag(params, digests),
         "git_commit": tracking.git_commit(), **tags})
     settings = {"common": params["train"]["common"], name: params["train"][name]}
     tracking.log_params({**tracking.data_params(params), **tracking.model_params(name, settings)})
-    tracking.log_splits(params, digests, ["train", "val"])
+    tracking.log_splits(params, digests, ["train", "val"], split.OUT)
     for row in history:  # epochs a resumed checkpoint ran before
         tracking.retry(mlflow.log_metrics, {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
     return run.info.run_id

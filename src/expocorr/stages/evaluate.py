@@ -38,17 +38,20 @@ import mlflow
 import numpy as np
 from tqdm import tqdm
 
-from expocorr import external, methods, render_extra, split, stacks, tracking
+from expocorr import external, methods, tracking
+from expocorr.sources import stacks
+from expocorr.stages import render_extra, split
 from expocorr.atomic import atomic_dir, write_text
 from expocorr.baselines import BASELINES
 from expocorr.baselines.registry import BaselineError
 from expocorr.errors import UserError
-from expocorr.images import read_rgb, to_uint8, write_rgb
+from expocorr.imaging.images import read_rgb, to_uint8, write_rgb
 from expocorr.metrics import HistogramSimilarity, NoReference, delta_e2000, psnr, ssim
 from expocorr.metrics.checkerboard import grid_excess
 from expocorr.metrics.noref import NOT_COMPUTED
 from expocorr.params import EVALUATE_PROTOCOL
-from expocorr.render import IMAGES, ev_name
+from expocorr.imaging.synthesis import ev_name
+from expocorr.stages.render import IMAGES
 from expocorr.tables import read_csv, write_csv
 
 log = logging.getLogger(__name__)
@@ -476,7 +479,7 @@ def _log_to_mlflow(params: dict, method: str, corrector: methods.Method) -> None
     own in `<experiment>-baselines`; a published checkpoint's, a run of its own in the experiment, tagged
     with its source URL and format."""
     files = outputs(method)
-    digests = tracking.split_digests()
+    digests = tracking.split_digests(split.OUT)
     tags = {"kind": corrector.kind, "model": method, "stage": "evaluate",
             "dataset": tracking.dataset_tag(params, digests), "git_commit": tracking.git_commit()}
     logged = {**tracking.data_params(params), **tracking.flatten(protocol(params, method), "evaluate.")}
@@ -509,7 +512,7 @@ def _log_to_mlflow(params: dict, method: str, corrector: methods.Method) -> None
                         recorded or "none", method, params["tracking"]["experiment"], tracking.tracking_uri(params),
                         run.info.run_id, tags["model_sha256"])
         tracking.log_params(logged)
-        tracking.log_splits(params, digests, ["test"])
+        tracking.log_splits(params, digests, ["test"], split.OUT)
         tracking.retry(mlflow.log_metrics, tracking.metric_leaves(json.loads(files["json"].read_text()), "test"))
         for key, folder in (("json", None), ("details", "details")):  # both files are named METHOD.json
             if files.get(key) and files[key].exists():

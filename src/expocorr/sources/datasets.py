@@ -1,7 +1,7 @@
 """Benchmark datasets as `data.source`: MSEC, LOL, SICE and LCDP.
 
 Each archive (a URL, a local zip/tar, or a folder it was extracted to) is fetched or checked against its
-sha256, extracted with `expocorr.archives.extract`, and checked against the dataset's published layout:
+sha256, extracted with `expocorr.sources.archives.extract`, and checked against the dataset's published layout:
 a missing folder, an input without its reference (or the reverse) or an unexpected entry stops the stage
 with one line naming it; counts that differ from the published ones are one warning line (a subset still
 runs). Every row keeps the dataset's own split and carries the protocol its papers use (`PROTOCOLS`: the
@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pooch
 
-from expocorr import download
-from expocorr.archives import extract, is_html
-from expocorr.images import SRGB_SUFFIXES
+from expocorr.imaging.images import SRGB_SUFFIXES
+from expocorr.sources.archives import extract, is_html
+from expocorr.sources.files import DownloadError, hidden, skip
+from expocorr.sources.url import fetch
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,9 @@ URL = re.compile(r"^(https?|ftp|file)://", re.IGNORECASE)
 # `<base>_{N1.5,N1,0,P1,P1.5}.JPG` as the archives hold them (the existing msec source). The test counts
 # (2,362 under = EV -1.5/-1, 3,543 over = EV 0/+1/+1.5, 5,905 in all: 1,181 scenes x 5) are the paper's
 # Table 1 grouping as issue 21 states it; not re-read from the paper here. Train/val counts: not checked.
+MSEC_EXPERTS = ["a", "b", "c", "d", "e"]
+MSEC_EV = {"N1.5": -1.5, "N1": -1.0, "0": 0.0, "P1": 1.0, "P1.5": 1.5}
+MSEC_INPUT = re.compile(r"^(?P<base>.+)_(?P<ev>N1\.5|N1|0|P1|P1\.5)$")
 MSEC_TEST = {"under": 2362, "over": 3543, "overall": 5905}
 MSEC_EVS = 5
 # LOL v1: Wei et al., "Deep Retinex Decomposition for Low-Light Enhancement", BMVC 2018.
@@ -74,34 +78,34 @@ PROTOCOLS = {
 }
 
 
-class LayoutError(download.DownloadError):
+class LayoutError(DownloadError):
     """An extracted dataset that does not have its published layout; the message names what is wrong."""
 
 
 def archive_folder(spec: dict, key: str, dest: Path, data: dict) -> Path:
     """The folder holding `data.KEY`'s archive, extracted into `dest` (a folder is copied there as it is).
 
-    A URL is fetched with `download.fetch`; a local file is checked against `data.KEY.sha256` (logged to pin
+    A URL is fetched with `expocorr.sources.url.fetch`; a local file is checked against `data.KEY.sha256` (logged to pin
     when null). A folder takes no sha256."""
     archive, sha256 = spec["archive"], spec["sha256"]
     if URL.match(archive):
-        path = download.fetch(archive, sha256, data["cache_dir"])
+        path = fetch(archive, sha256, data["cache_dir"])
         if is_html(path):
-            raise download.DownloadError(f"data.{key}: {archive} served a web page (HTML), not the archive: the host "
+            raise DownloadError(f"data.{key}: {archive} served a web page (HTML), not the archive: the host "
                                          "needs a browser; download the file there and give its local path")
     else:
         path = Path(archive).expanduser()
         if path.is_dir():
             if sha256:
-                raise download.DownloadError(f"data.{key}.sha256: {path} is a folder (an extracted archive): set it "
+                raise DownloadError(f"data.{key}.sha256: {path} is a folder (an extracted archive): set it "
                                              "to null, or give the archive file")
             shutil.copytree(path, dest, ignore=shutil.ignore_patterns(".*", "__MACOSX"))
             return dest
         if not path.is_file():
-            raise download.DownloadError(f"data.{key}.archive: {path}: no such file or folder")
+            raise DownloadError(f"data.{key}.archive: {path}: no such file or folder")
         digest = pooch.file_hash(str(path))
         if sha256 and digest != sha256.lower():
-            raise download.DownloadError(f"data.{key}.archive: {path}: sha256 {digest} does not match "
+            raise DownloadError(f"data.{key}.archive: {path}: sha256 {digest} does not match "
                                          f"data.{key}.sha256 {sha256.lower()}")
         if not sha256:
             log.warning("data.%s.archive: %s has no sha256 in params; its sha256 is %s (pin it)", key, path, digest)
@@ -115,7 +119,7 @@ def find_root(top: Path, wanted: tuple[str, ...], what: str, depth: int = 3) -> 
         for folder in level:
             if all((folder / name).is_dir() for name in wanted):
                 return folder
-        level = sorted(p for f in level for p in f.iterdir() if p.is_dir() and not download._hidden(Path(p.name)))
+        level = sorted(p for f in level for p in f.iterdir() if p.is_dir() and not hidden(Path(p.name)))
     raise LayoutError(f"{top}: not the {what} layout: no folder holding {', '.join(n + '/' for n in wanted)}")
 
 
@@ -123,12 +127,12 @@ def images(folder: Path, skipped: list[dict]) -> list[Path]:
     """The JPEG/PNG/TIFF files directly in `folder` (sorted); other visible files go to `skipped`."""
     found = []
     for path in sorted(folder.iterdir()):
-        if download._hidden(Path(path.name)) or path.is_dir():
+        if hidden(Path(path.name)) or path.is_dir():
             continue
         if path.suffix.lower() in SRGB_SUFFIXES:
             found.append(path)
         else:
-            download._skip(skipped, path, "not a JPEG/PNG/TIFF image")
+            skip(skipped, path, "not a JPEG/PNG/TIFF image")
     return found
 
 
@@ -152,13 +156,13 @@ def index_msec(root: Path, split: str, skipped: list[dict]) -> list[dict]:
 
     Inputs whose names carry no MSEC EV suffix go to `skipped`; an input without a reference in one of the
     split's reference folders, or a scene missing one of the five EVs, stops with the first one named."""
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not download._hidden(p.relative_to(root)))
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not hidden(p.relative_to(root)))
     inputs = [p for p in files if p.parent.name == "INPUT_IMAGES"]
     if not inputs:
-        raise download.DownloadError(f"{root}: no INPUT_IMAGES/ folder in the MSEC {split} archive")
-    wanted = ([f"expert_{e}_testing_set" for e in download.MSEC_EXPERTS] if split == "testing" else ["GT_IMAGES"])
+        raise DownloadError(f"{root}: no INPUT_IMAGES/ folder in the MSEC {split} archive")
+    wanted = ([f"expert_{e}_testing_set" for e in MSEC_EXPERTS] if split == "testing" else ["GT_IMAGES"])
     folders = {"GT_IMAGES": "reference"} | {f"expert_{e}_testing_set": f"reference_expert_{e}"
-                                            for e in download.MSEC_EXPERTS}
+                                            for e in MSEC_EXPERTS}
     refs: dict[str, dict[str, Path]] = {}  # column -> {stem: first file in sorted order}
     for path in files:
         column = folders.get(path.parent.name)
@@ -172,11 +176,11 @@ def index_msec(root: Path, split: str, skipped: list[dict]) -> list[dict]:
         refs["reference"] = refs["reference_expert_c"]
     rows, evs = [], {}
     for path in inputs:
-        match = download.MSEC_INPUT.match(path.stem)
+        match = MSEC_INPUT.match(path.stem)
         if not match:
-            download._skip(skipped, path, "name does not end in an MSEC EV suffix (_N1.5, _N1, _0, _P1, _P1.5)")
+            skip(skipped, path, "name does not end in an MSEC EV suffix (_N1.5, _N1, _0, _P1, _P1.5)")
             continue
-        ev = download.MSEC_EV[match["ev"]]
+        ev = MSEC_EV[match["ev"]]
         row = {"scene": match["base"], "kind": "msec", "path": path, "split": split, "ev": ev,
                "exposure": "under" if ev < 0 else "over", "protocol": PROTOCOLS["msec"]}
         for column, stems in refs.items():
@@ -226,7 +230,7 @@ def index_sice(top: Path, part: str, skipped: list[dict]) -> list[dict]:
     root = find_root(top, ("Label",), f"SICE {part} (numbered sequence folders and Label/)")
     split, published = SICE_PARTS[part]
     sequences = {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not download._hidden(Path(p.name))):
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not hidden(Path(p.name))):
         if folder.name == "Label":
             continue
         if not _numbered(folder.name):

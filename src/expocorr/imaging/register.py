@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from expocorr.render import linear_to_srgb, srgb_to_linear
+from expocorr.imaging.colour import linear_to_srgb, srgb_to_linear
 
 MOTIONS = {
     "translation": cv2.MOTION_TRANSLATION,

@@ -12,7 +12,7 @@ For each scene:
    without one uses ``render.stacks.fallback``), or made from the registered stack: ``mertens`` (Mertens
    exposure fusion), ``debevec_reinhard`` (Debevec merge with the real exposure times + Reinhard tone
    map) or ``nearest_mid_grey`` (the reference exposure itself).
-4. **Registration** (`expocorr.register`, ECC): with a provided reference every exposure is aligned
+4. **Registration** (`expocorr.imaging.register`, ECC): with a provided reference every exposure is aligned
    to it; otherwise the reference exposure is the template, and each other exposure is aligned to its
    already-registered neighbour toward it (exposures one step apart share the most unclipped pixels).
    Either way the search starts from that neighbour's warp. Pairs whose ECC correlation is below
@@ -40,10 +40,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from expocorr import register, render, stacks
 from expocorr.baselines import fusion
 from expocorr.baselines.classical import auto_ev
-from expocorr.images import ImageError, read_rgb, resize_max_side, to_uint8, write_rgb
+from expocorr.imaging import register
+from expocorr.imaging.colour import srgb_to_linear
+from expocorr.imaging.images import ImageError, read_rgb, resize_max_side, to_uint8, write_rgb
+from expocorr.imaging.raw import develop_raw
+from expocorr.imaging.synthesis import ev_name
+from expocorr.sources import stacks
 from expocorr.tables import read_csv, write_csv
 
 log = logging.getLogger(__name__)
@@ -55,7 +59,7 @@ ASPECT_TOLERANCE = 0.02  # a provided reference may differ this much in aspect r
 
 def _decode(entry: dict, r: dict) -> np.ndarray:
     if entry["kind"] == "raw":
-        image = render.develop_raw(Path(entry["path"]), [0.0], r["raw"]["half_size"])[0.0]
+        image = develop_raw(Path(entry["path"]), [0.0], r["raw"]["half_size"])[0.0]
     else:
         image = read_rgb(entry["path"])
     return resize_max_side(image, r["max_side"]).astype(np.float32)
@@ -63,7 +67,7 @@ def _decode(entry: dict, r: dict) -> np.ndarray:
 
 def reference_exposure(images: list[np.ndarray]) -> int:
     """Index of the exposure nearest mid-grey: the smallest |auto_ev| (log-average luminance vs 0.18)."""
-    return int(np.argmin([abs(auto_ev(render.srgb_to_linear(image.astype(np.float64)))) for image in images]))
+    return int(np.argmin([abs(auto_ev(srgb_to_linear(image.astype(np.float64)))) for image in images]))
 
 
 def relative_evs(times: list[float], anchor: int, steps_per_stop: int) -> list[float]:
@@ -121,7 +125,7 @@ def _names(evs: list[float]) -> list[str]:
     """File stems per EV (ev_name), made distinct when two exposures share an EV."""
     names, seen = [], {}
     for ev in evs:
-        stem = render.ev_name(ev)
+        stem = ev_name(ev)
         seen[stem] = seen.get(stem, 0) + 1
         names.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
     return names

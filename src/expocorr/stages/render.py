@@ -5,10 +5,10 @@ highlights, re-encode); raw files are developed by LibRaw at each EV with `exp_s
 noise applied the same way); `render.tau` is one threshold, or a range [lo, hi] from which each
 scene draws its own (``scene_tau``; the manifest then has a `tau` column);
 MSEC inputs and expert references, and the pairs of LOL, SICE and LCDP, are indexed as given (resized
-when `render.max_side` is set), with their exposure group and protocol (`expocorr.datasets`);
-exposure stacks are registered to their reference by `expocorr.render_stacks`. With
+when `render.max_side` is set), with their exposure group and protocol (`expocorr.sources.datasets`);
+exposure stacks are registered to their reference by `expocorr.stages.render_stacks`. With
 `render.realistic.enabled`, photos (sRGB, and raw files developed at EV 0) are captured by
-`expocorr.synthesis` instead: drawn EVs, camera curves, noise, white balance, roll-off and JPEG.
+`expocorr.imaging.synthesis` instead: drawn EVs, camera curves, noise, white balance, roll-off and JPEG.
 """
 
 from __future__ import annotations
@@ -19,14 +19,17 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import rawpy
-from skimage.color import rgb2gray
 from tqdm import tqdm
 
-from expocorr import download, synthesis
+from expocorr.imaging import synthesis
+from expocorr.sources.datasets import MSEC_EXPERTS
+from expocorr.stages import download, render_stacks
 from expocorr.atomic import atomic_dir
 from expocorr.errors import UserError
-from expocorr.images import ImageError, read_rgb, resize_max_side, to_uint8, write_rgb
+from expocorr.imaging.colour import decode_curve, encode_curve, expose, key_ev, linear_to_srgb, srgb_to_linear
+from expocorr.imaging.images import ImageError, read_rgb, resize_max_side, to_uint8, write_rgb
+from expocorr.imaging.raw import LIBRAW_EXP_SHIFT, develop_raw, raw_exp_shift
+from expocorr.imaging.synthesis import ev_name
 from expocorr.tables import read_csv, write_csv
 
 log = logging.getLogger(__name__)
@@ -36,47 +39,8 @@ IMAGES = OUT / "images"
 MANIFEST = OUT / "manifest.csv"
 REGISTRATION = OUT / "registration.csv"  # exposure stacks: one row per registered pair (empty for other sources)
 STACK_COLUMNS = ["stack", "exposure_time", "augment"]  # manifest columns of exposure-stack rows
-REFERENCE_COLUMNS = ["reference"] + [f"reference_expert_{e}" for e in download.MSEC_EXPERTS]
-LIBRAW_EXP_SHIFT = (0.25, 8.0)  # the range LibRaw accepts for exp_shift (-2 .. +3 EV)
-MID_GREY = 0.18  # Reinhard's key: the linear luminance a well-exposed image's log-average sits at
-LOG_DELTA = 1e-4  # keeps log() finite on black pixels (Reinhard et al. 2002, eq. 1)
+REFERENCE_COLUMNS = ["reference"] + [f"reference_expert_{e}" for e in MSEC_EXPERTS]
 TAU_STREAM = zlib.crc32(b"tau")  # RNG key of a scene's tau draw (noise streams use the EV index here)
-
-
-def srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    """IEC 61966-2-1 sRGB decoding of values in [0, 1] (clipped to that range first)."""
-    x = np.clip(x, 0.0, 1.0)
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-
-
-def linear_to_srgb(x: np.ndarray) -> np.ndarray:
-    """IEC 61966-2-1 sRGB encoding of linear values in [0, 1]."""
-    x = np.clip(x, 0.0, 1.0)
-    return np.where(x <= 0.0031308, x * 12.92, 1.055 * np.power(x, 1 / 2.4) - 0.055)
-
-
-def decode_curve(x: np.ndarray, curve: str, gamma: float) -> np.ndarray:
-    """Camera-curve values in [0, 1] -> linear light."""
-    return srgb_to_linear(x) if curve == "srgb" else np.power(np.clip(x, 0, 1), gamma)
-
-
-def encode_curve(x: np.ndarray, curve: str, gamma: float) -> np.ndarray:
-    """Linear light -> camera-curve values in [0, 1]."""
-    return linear_to_srgb(x) if curve == "srgb" else np.power(np.clip(x, 0, 1), 1 / gamma)
-
-
-def key_ev(linear: np.ndarray, key: float = MID_GREY) -> float:
-    """Stops that bring the log-average luminance ``exp(mean(log(delta + Y)))`` of linear RGB (Y: Rec. 709,
-    ``skimage.color.rgb2gray``; Reinhard et al. 2002, eq. 1) to `key`."""
-    return float(np.log2(key / np.exp(np.mean(np.log(LOG_DELTA + rgb2gray(linear))))))
-
-
-def expose(linear: np.ndarray, ev: float, tau: float) -> np.ndarray:
-    """Scale linear light by 2**ev; for ev > 0 clip highlights at tau and rescale to [0, 1]."""
-    x = linear * 2.0**ev
-    if ev > 0 and tau < 1:
-        x = np.minimum(x, tau) / tau
-    return np.clip(x, 0.0, 1.0)
 
 
 def add_noise(linear: np.ndarray, shot: float, read: float, rng: np.random.Generator) -> np.ndarray:
@@ -116,34 +80,6 @@ def render_evs(rgb: np.ndarray, scene: str, r: dict) -> dict[float, np.ndarray]:
         x = add_noise(expose(linear, ev, tau), r["noise"]["shot"], r["noise"]["read"], rng)
         out[ev] = encode_curve(x, r["curve"], r["gamma"])
     return out
-
-
-def raw_exp_shift(ev: float, tau: float = 1.0) -> float:
-    """LibRaw's linear exp_shift for an EV; for ev > 0 and tau < 1 the highlights clip at tau and rescale
-    (min(x * 2**ev, tau) / tau == min(x * 2**ev / tau, 1)), as `expose` does for sRGB photos."""
-    return 2.0**ev / tau if ev > 0 and tau < 1 else 2.0**ev
-
-
-def develop_raw(path: Path, evs: list[float], half_size: bool, tau: float = 1.0) -> dict[float, np.ndarray]:
-    """LibRaw renders at each EV (exp_shift, camera white balance, no auto-brightening, sRGB), plus EV 0."""
-    try:
-        with rawpy.imread(str(path)) as raw:
-            return {
-                ev: raw.postprocess(
-                    exp_shift=raw_exp_shift(ev, tau), exp_preserve_highlights=0.0, no_auto_bright=True,
-                    use_camera_wb=True, output_color=rawpy.ColorSpace.sRGB, gamma=(2.4, 12.92), output_bps=16,
-                    half_size=half_size,
-                ).astype(np.float32) / 65535.0
-                for ev in sorted(set(evs) | {0.0})
-            }
-    except (rawpy.LibRawError, OSError, ValueError) as exc:
-        raise ImageError(f"{path}: LibRaw cannot develop it: {exc}") from None
-
-
-def ev_name(ev: float) -> str:
-    """File stem for an EV render, e.g. ev-1.5, ev+0.0; distinct EVs get distinct names (ev+0.25)."""
-    ev = float(ev) + 0.0  # -0.0 -> 0.0
-    return f"ev{ev:+.1f}" if round(ev, 1) == ev else f"ev{ev:+}"
 
 
 def _render_srgb(row: dict, folder: Path, r: dict) -> list[dict]:
@@ -291,9 +227,6 @@ def _render_pair(row: dict, folder: Path, r: dict) -> list[dict]:
 
 
 def _render_stack(row: dict, folder: Path, r: dict) -> list[dict]:
-    # Imported here: render_stacks uses the fusion baselines, which import this module.
-    from expocorr import render_stacks
-
     return render_stacks.render_scene(row, folder, r)
 
 
@@ -345,7 +278,6 @@ def run(params: dict) -> None:
     columns += [c for c in STACK_COLUMNS + ["key_ev"] + synthesis.COLUMNS + download.DATASET_FIELDS
                 if any(c in row for row in rows)]
     write_csv(MANIFEST, rows, columns)
-    from expocorr import render_stacks  # (see _render_stack)
 
     write_csv(REGISTRATION, render_stacks.registration_table(IMAGES), render_stacks.REGISTRATION_FIELDS)
     log.info("render: %d inputs from %d photos (%d failed)", len(rows), len(index) - failed, failed)

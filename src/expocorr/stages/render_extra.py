@@ -26,11 +26,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from expocorr import render_stacks, stacks
+from expocorr.sources import stacks
+from expocorr.stages import render_stacks
 from expocorr.atomic import atomic_dir
-from expocorr.download import scene_id
+from expocorr.sources.files import scene_id
 from expocorr.errors import UserError
-from expocorr.images import SRGB_SUFFIXES, ImageError, read_rgb, resize_max_side, write_rgb
+from expocorr.imaging.images import SRGB_SUFFIXES, ImageError, read_rgb, resize_max_side, write_rgb
 from expocorr.tables import write_csv
 
 log = logging.getLogger(__name__)

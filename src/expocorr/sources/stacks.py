@@ -36,10 +36,11 @@ from pathlib import Path
 import rawpy
 from PIL import Image
 
-from expocorr import download
-from expocorr.archives import ArchiveError, extract, is_html
 from expocorr.atomic import write_text
-from expocorr.images import SRGB_SUFFIXES, ImageError, read_rgb
+from expocorr.imaging.images import SRGB_SUFFIXES, ImageError, read_rgb
+from expocorr.sources.archives import ArchiveError, extract, is_html
+from expocorr.sources.files import RAW_SUFFIXES, DownloadError, check_raw, hidden, scene_id, skip, unique_scene
+from expocorr.sources.url import fetch
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ TIME_FORMS = (
 )
 
 
-class StackError(download.DownloadError):
+class StackError(DownloadError):
     """A stack source or scene that cannot be used; the message names the folder or file."""
 
 
@@ -143,13 +144,13 @@ def metadata_time(path: Path, kind: str) -> tuple[float | None, str]:
 
 def _kind(path: Path) -> str | None:
     suffix = path.suffix.lower()
-    return "srgb" if suffix in SRGB_SUFFIXES else "raw" if suffix in download.RAW_SUFFIXES else None
+    return "srgb" if suffix in SRGB_SUFFIXES else "raw" if suffix in RAW_SUFFIXES else None
 
 
 def scene_folders(root: Path) -> list[Path]:
     """Folders under `root` (itself included; hidden ones excluded) that directly hold an image file."""
     folders = {p.parent for p in root.rglob("*")
-               if p.is_file() and _kind(p) and not download._hidden(p.relative_to(root))}
+               if p.is_file() and _kind(p) and not hidden(p.relative_to(root))}
     return sorted(folders)
 
 
@@ -171,7 +172,7 @@ def scene_files(folder: Path, preset: str | None) -> tuple[list[tuple[Path, str]
 
 
 def _check(path: Path, kind: str) -> None:
-    (download._check_raw if kind == "raw" else read_rgb)(path)
+    (check_raw if kind == "raw" else read_rgb)(path)
 
 
 def _scene(folder: Path, preset: str | None, skipped: list[dict]) -> tuple[list[dict], Path | None]:
@@ -183,14 +184,14 @@ def _scene(folder: Path, preset: str | None, skipped: list[dict]) -> tuple[list[
         try:
             read_rgb(reference)
         except ImageError as exc:
-            download._skip(skipped, reference, f"reference not readable: {str(exc).removeprefix(f'{reference}: ')}")
+            skip(skipped, reference, f"reference not readable: {str(exc).removeprefix(f'{reference}: ')}")
             reference = None
     good = []
     for path, kind in exposures:
         try:
             _check(path, kind)
         except ImageError as exc:
-            download._skip(skipped, path, str(exc).removeprefix(f"{path}: "))
+            skip(skipped, path, str(exc).removeprefix(f"{path}: "))
             continue
         good.append((path, kind))
     if len(good) < 2:
@@ -227,10 +228,10 @@ def collect(root: Path, dest: Path, preset: str | None) -> tuple[list[dict], lis
         try:
             entries, reference = _scene(folder, preset, skipped)
         except StackError as exc:
-            download._skip(skipped, folder, str(exc).removeprefix(f"{folder}: "))
+            skip(skipped, folder, str(exc).removeprefix(f"{folder}: "))
             continue
         relative = folder.relative_to(root)
-        scene = download._unique(download.scene_id(relative if relative.parts else Path(root.name)), used)
+        scene = unique_scene(scene_id(relative if relative.parts else Path(root.name)), used)
         target = dest / scene
         target.mkdir(parents=True)
         for entry in entries:
@@ -262,7 +263,7 @@ def source_folder(data: dict) -> Path:
         url, sha256 = data["stacks"]["fairchild"]["url"], data["stacks"]["fairchild"]["sha256"]
     else:
         raise StackError("data.source 'stacks' needs data.folder, data.url or data.stacks.preset")
-    archive = download.fetch(url, sha256, data["cache_dir"])
+    archive = fetch(url, sha256, data["cache_dir"])
     try:
         return extract(archive, Path(data["cache_dir"]) / f"{archive.name}.d", data["max_archive_bytes"],
                        data["max_compression_ratio"])

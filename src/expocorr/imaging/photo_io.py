@@ -1,7 +1,7 @@
 """People's photos in and out, with what makes them theirs: bit depth, alpha, grayscale, EXIF, ICC profile.
 
 `read_photo` decodes JPEG, PNG and TIFF (8 or 16 bit; gray, gray + alpha, RGB, RGBA) and camera raw
-files (LibRaw through rawpy, the EV 0 render of `expocorr.render.develop_raw`) to float32 RGB in
+files (LibRaw through rawpy, the EV 0 render of `expocorr.imaging.raw.develop_raw`) to float32 RGB in
 [0, 1] with the EXIF orientation applied, and keeps the rest aside in a `Photo`. `write_photo`
 encodes a corrected RGB image back in the same family: gray stays gray, the alpha channel is put
 back untouched, 16 bits stay 16 bits where the format has them (PNG, TIFF), and the EXIF block (its
@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from expocorr.atomic import write_bytes
-from expocorr.images import ImageError, read_regular, regular_size
+from expocorr.imaging.images import ImageError, read_regular, regular_size
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ def _read_raw(path: Path, name: str, max_megapixels: float | None) -> Photo:
         detail = detail.decode(errors="replace") if isinstance(detail, bytes) else detail
         raise ImageError(f"{name}: not a camera raw file LibRaw reads ({detail})") from None
     _check_size(name, size, max_megapixels)
-    from expocorr.render import develop_raw
+    from expocorr.imaging.raw import develop_raw
 
     try:
         rgb = develop_raw(path, [0.0], half_size=False)[0.0]  # LibRaw applies the camera's orientation

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from expocorr import render
+from expocorr.stages import render
 from expocorr.errors import UserError
 from expocorr.tables import read_csv, write_csv
 
