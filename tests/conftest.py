@@ -13,13 +13,16 @@ import pytest
 from expocorr import params
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
-# The longest test files (whole-DAG runs of both engines) start first, so that under `make test`'s
-# pytest-xdist workers they run beside the many short files instead of alone at the end.
-LONGEST_FIRST = ("test_engines.py",)
+# The longest test files, longest first (whole-DAG runs of both engines; 24-megapixel photos through every
+# method; real trainings), start first, so that under `make test`'s pytest-xdist workers (--dist loadfile)
+# they run beside the many short files instead of alone at the end.
+LONGEST_FIRST = ("test_engines.py", "test_correct.py", "test_train.py", "test_reliability.py",
+                 "test_engine_plans.py", "test_plugins.py", "test_dvc_remote.py", "test_external.py")
 
 
 def pytest_collection_modifyitems(items: list) -> None:
-    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)  # stable: order kept otherwise
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept otherwise
 
 
 @pytest.fixture(scope="session")
