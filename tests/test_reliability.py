@@ -66,7 +66,7 @@ def test_no_server_binds_beyond_loopback():
         assert "--host 127.0.0.1" in command, command
 
 
-def _big_photos(folder: Path, n: int = 6, side: int = 1800) -> None:
+def _big_photos(folder: Path, n: int = 4, side: int = 1400) -> None:
     """Real photos upscaled so rendering each takes a while (something to interrupt)."""
     folder.mkdir(parents=True)
     for i, name in enumerate(["astronaut", "coffee", "chelsea", "rocket", "astronaut", "coffee"][:n]):

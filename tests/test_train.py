@@ -228,10 +228,11 @@ def listeners(proc: subprocess.Popen) -> set[tuple[str, int]]:
 
 
 def test_ddp_two_processes_on_cpu(data_repo, tmp_path):
-    """`train.common.gpus: 2` runs 2 processes: DDP over gloo, one writer, one MLflow run, loopback only."""
-    edit = tiny(models=("exponet", "exposure_gan"), gpus=2, device="cpu")
+    """`train.common.gpus: 2` runs 2 processes: DDP over gloo, one writer, one MLflow run, loopback only. The GAN
+    (a generator and a discriminator, two optimisers): the hardest case of the trainer's DDP paths."""
+    edit = tiny(models=("exposure_gan",), gpus=2, device="cpu")
     repo = clone(data_repo, tmp_path, lambda p: (edit(p), p["train"]["common"].update(batch_size=4)))
-    for model in ("exponet", "exposure_gan"):
+    for model in ("exposure_gan",):
         with open(tmp_path / f"{model}.err", "w+") as err:
             proc = subprocess.Popen(["expocorr", "train", "--model", model], cwd=repo, env=workspace.env(),
                                     stdout=subprocess.DEVNULL, stderr=err, text=True)
@@ -245,7 +246,7 @@ def test_ddp_two_processes_on_cpu(data_repo, tmp_path):
         assert len(read_csv(repo / "models" / model / "train_log.csv")) == 2
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("expocorr").experiment_id])
-    assert sorted(r.info.run_name for r in runs) == ["exponet", "exposure_gan"]
+    assert [r.info.run_name for r in runs] == ["exposure_gan"]
     assert all(r.data.tags["world_size"] == "2" for r in runs)
 
 
