@@ -25,6 +25,15 @@ def pytest_collection_modifyitems(items: list) -> None:
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept otherwise
 
 
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """An empty repository root as the working directory (the stages write data/ relative to it)."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    return root
+
+
 @pytest.fixture(scope="session")
 def base() -> dict:
     """The repository's params.yaml, loaded and validated once: deep-copy it before changing it."""

@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
-import hashlib
-import io
 import logging
-import tarfile
-import zipfile
 from importlib import resources
 from pathlib import Path
 
@@ -24,6 +20,7 @@ from expocorr.stages import download, evaluate, render, report, split
 from expocorr.stages.report import data as report_data
 from expocorr.imaging.images import read_rgb, to_uint8
 from expocorr.tables import read_csv
+from test_download import make_tar, make_zip, sha256
 
 SIZE = (24, 16)  # px (width, height): LOL's 600x400 scaled down 25 times
 
@@ -43,28 +40,6 @@ def encode(rgb: np.ndarray, suffix: str) -> bytes:
 
 def scaled(rgb: np.ndarray, gain: float) -> np.ndarray:
     return np.clip(rgb * gain, 0, 255).astype(np.uint8)
-
-
-def make_zip(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
-def make_tar(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def unpack(members: dict[str, bytes], folder: Path) -> Path:
@@ -104,14 +79,6 @@ def lcdp_members(counts=(("input", "gt", 2), ("valid-input", "valid-gt", 1), ("t
             members[f"{inputs}/a{i:04d}.png"] = encode(scaled(rgb, 1.8) // 2 + 20, ".png")
             members[f"{references}/a{i:04d}.png"] = encode(rgb, ".png")
     return members
-
-
-@pytest.fixture
-def repo(tmp_path, monkeypatch):
-    root = tmp_path / "repo"
-    root.mkdir()
-    monkeypatch.chdir(root)
-    return root
 
 
 @pytest.fixture

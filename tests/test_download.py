@@ -107,15 +107,6 @@ def srgb_row(scene: str, suffix: str, kind: str = "srgb") -> dict:
     return {"scene": scene, "kind": kind, "path": f"data/downloads/files/{scene}{suffix}"} | EMPTY
 
 
-@pytest.fixture
-def repo(tmp_path, monkeypatch):
-    """An empty repository root as the working directory (the stage writes data/ relative to it)."""
-    root = tmp_path / "repo"
-    root.mkdir()
-    monkeypatch.chdir(root)
-    return root
-
-
 
 @pytest.fixture(scope="module")
 def data_validator():
