@@ -96,7 +96,7 @@ def port_keys(arch: dict) -> dict[str, str]:
     return names
 
 
-def _from_port(tensors: dict, file: str) -> dict | None:
+def _from_port(tensors: dict) -> dict | None:
     """expocorr's msec state_dict from the port's `tensors` (None when the keys or shapes differ)."""
     import torch
 
@@ -133,12 +133,12 @@ def _tensors(state: object, file: str) -> dict:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def _as_published(tensors: dict, fmt: str, model: str, file: str) -> dict | None:
+def _as_published(tensors: dict, fmt: str, model: str) -> dict | None:
     """expocorr's state_dict of `model` from `tensors` in published format `fmt`, or None if they do not fit."""
     from expocorr import models
 
     if fmt == "pytorch_port":
-        return _from_port(tensors, file)
+        return _from_port(tensors)
     expected = models.build(model, published_arch(model)).state_dict()
     fits = {k: tuple(v.shape) for k, v in tensors.items()} == {k: tuple(v.shape) for k, v in expected.items()}
     return tensors if fits else None
@@ -152,7 +152,7 @@ def from_published(state: object, file: str, model: str | None = None, fmt: str 
     for f in [fmt] if fmt else list(PUBLISHED):
         for m in PUBLISHED[f]:
             if model in (None, m):
-                converted = _as_published(tensors, f, m, file)
+                converted = _as_published(tensors, f, m)
                 if converted is not None:
                     return {"model": m, "arch": published_arch(m, f), "state_dict": converted,
                             "metadata": {"pretrained": {"format": f}}}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.color import rgb2gray
 
+LUMA_BT601 = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights (OpenCV's RGB2GRAY)
 MID_GREY = 0.18  # Reinhard's key: the linear luminance a well-exposed image's log-average sits at
 
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from expocorr.imaging.colour import LUMA_BT601
+
 PERIODS = (2, 4, 8)  # longer periods: natural detail alone folds to a level or more at 512 px
-LUMA = np.array([0.299, 0.587, 0.114])  # BT.601
+LUMA = np.array(LUMA_BT601)
 
 
 def periodic_amplitudes(image: np.ndarray, periods: tuple[int, ...] = PERIODS) -> dict[int, float]:

@@ -221,10 +221,6 @@ def index_lol(top: Path, skipped: list[dict]) -> list[dict]:
     return rows
 
 
-def _numbered(name: str) -> bool:
-    return name.isdigit()
-
-
 def index_sice(top: Path, part: str, skipped: list[dict]) -> list[dict]:
     """Rows for one extracted SICE part: every exposure of sequence folder N against Label/N.<ext>."""
     root = find_root(top, ("Label",), f"SICE {part} (numbered sequence folders and Label/)")
@@ -233,7 +229,7 @@ def index_sice(top: Path, part: str, skipped: list[dict]) -> list[dict]:
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not hidden(Path(p.name))):
         if folder.name == "Label":
             continue
-        if not _numbered(folder.name):
+        if not folder.name.isdigit():
             raise LayoutError(f"{folder}: SICE {part}: unexpected folder (sequences are numbered folders, with Label/)")
         sequences[folder.name] = folder
     labels = {}

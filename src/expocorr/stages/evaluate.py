@@ -45,6 +45,7 @@ from expocorr.atomic import atomic_dir, write_text
 from expocorr.baselines import BASELINES
 from expocorr.baselines.registry import BaselineError
 from expocorr.errors import UserError
+from expocorr.imaging.colour import LUMA_BT601
 from expocorr.imaging.images import read_rgb, to_uint8, write_rgb
 from expocorr.metrics import HistogramSimilarity, NoReference, delta_e2000, psnr, ssim
 from expocorr.metrics.checkerboard import grid_excess
@@ -122,7 +123,7 @@ def gt_mean(output: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """`output` (uint8) scaled so its mean grey equals `reference`'s, clipped, truncated to uint8: the "GT-mean"
     scoring of low-light papers, as in KinD's evaluate_LOLdataset.py and LLFlow's test code (grey = BT.601 luma,
     OpenCV's BGR2GRAY weights)."""
-    weights = np.array([0.299, 0.587, 0.114], np.float32)
+    weights = np.array(LUMA_BT601, np.float32)
     out, ref = output.astype(np.float32) / 255.0, reference.astype(np.float32) / 255.0
     mean_out = float((out @ weights).mean())
     if mean_out == 0.0:  # a black output: no scale brings it to the reference's mean

@@ -26,7 +26,8 @@ from expocorr.sources.datasets import MSEC_EXPERTS
 from expocorr.stages import download, render_stacks
 from expocorr.atomic import atomic_dir
 from expocorr.errors import UserError
-from expocorr.imaging.colour import decode_curve, encode_curve, expose, key_ev, linear_to_srgb, srgb_to_linear
+from expocorr.imaging.colour import (LUMA_BT601, decode_curve, encode_curve, expose, key_ev, linear_to_srgb,
+                                     srgb_to_linear)
 from expocorr.imaging.images import ImageError, read_rgb, resize_max_side, to_uint8, write_rgb
 from expocorr.imaging.raw import LIBRAW_EXP_SHIFT, develop_raw, raw_exp_shift
 from expocorr.imaging.synthesis import ev_name
@@ -192,7 +193,7 @@ def _dataset_columns(row: dict) -> dict:
 
 def exposure_group(image: np.ndarray, reference: np.ndarray) -> str:
     """'under' when the input's mean grey (BT.601 luma of the sRGB values) is below its reference's, else 'over'."""
-    weights = np.array([0.299, 0.587, 0.114])
+    weights = np.array(LUMA_BT601)
     return "under" if float((image @ weights).mean()) < float((reference @ weights).mean()) else "over"
 
 
